@@ -1,0 +1,155 @@
+// Package privileged is the contract between bangerd and banger-helper, the small root
+// process that performs the only privileged steps banger needs.
+//
+// The wire protocol is HTTP+JSON over the helper's unix socket: POST /v1/op/<Op> with
+// the op's request as the body, answered by its response or by an Error. One typed
+// request per op; the server validates every argument before anything touches the
+// kernel, and writes one audit line per call.
+package privileged
+
+import (
+	"net/netip"
+)
+
+// Op names. Each has a request and a response type below.
+const (
+	OpStatus          = "Status"
+	OpEnsureBridge    = "EnsureBridge"
+	OpCreateTap       = "CreateTap"
+	OpDeleteTap       = "DeleteTap"
+	OpListTaps        = "ListTaps"
+	OpEnsureNAT       = "EnsureNAT"
+	OpResolverRouting = "ResolverRouting"
+	OpChownToOwner    = "ChownToOwner"
+	OpRemoveNetwork   = "RemoveNetwork"
+)
+
+// StatusRequest asks the helper who it is and what it manages.
+type StatusRequest struct{}
+
+// StatusResponse describes the helper and the host state it manages.
+type StatusResponse struct {
+	Version  string `json:"version"`
+	PID      int    `json:"pid"`
+	OwnerUID int    `json:"owner_uid"`
+	Bridge   string `json:"bridge"`
+	// BridgeUp is true when the bridge exists, is up and holds its address.
+	BridgeUp bool `json:"bridge_up"`
+	// NFTTable is true when banger's nftables table (ip banger) exists.
+	NFTTable  bool `json:"nft_table"`
+	IPForward bool `json:"ip_forward"`
+	// ResolverRouting says whether systemd-resolved routes the domain to banger's DNS.
+	ResolverRouting string `json:"resolver_routing"`
+}
+
+// EnsureBridgeRequest creates the bridge if missing, gives it its address, brings it up,
+// turns IPv4 forwarding on and makes banger's nftables table with its base chains and
+// the redirect of guests' DNS (gateway:53) to the DNS server's port. Idempotent.
+type EnsureBridgeRequest struct {
+	Name    string       `json:"name"`
+	Address netip.Prefix `json:"address"` // bridge address with the guest prefix, e.g. 172.30.77.1/24
+	MTU     int          `json:"mtu"`
+	DNSPort uint16       `json:"dns_port"` // where gateway:53 from guests is redirected; 0: no redirect
+}
+
+// EnsureBridgeResponse reports whether anything was created.
+type EnsureBridgeResponse struct {
+	Created bool `json:"created"`
+}
+
+// CreateTapRequest makes a tap owned by the owner's uid/gid (so an unprivileged VMM can
+// open it) and attaches it, up, to Bridge. A failure leaves no interface behind.
+type CreateTapRequest struct {
+	Name   string `json:"name"`
+	Bridge string `json:"bridge"`
+}
+
+// CreateTapResponse is empty on success.
+type CreateTapResponse struct{}
+
+// DeleteTapRequest deletes one of banger's taps. Deleting a tap that is already gone
+// succeeds.
+type DeleteTapRequest struct {
+	Name string `json:"name"`
+}
+
+// DeleteTapResponse is empty on success.
+type DeleteTapResponse struct{}
+
+// ListTapsRequest lists banger's taps (those whose names match banger's patterns).
+type ListTapsRequest struct{}
+
+// TapInfo describes one tap.
+type TapInfo struct {
+	Name     string `json:"name"`
+	Master   string `json:"master,omitempty"` // the bridge it is attached to, if any
+	OwnerUID int    `json:"owner_uid"`        // -1 when unset
+	Up       bool   `json:"up"`
+}
+
+// ListTapsResponse holds the taps, sorted by name.
+type ListTapsResponse struct {
+	Taps []TapInfo `json:"taps"`
+}
+
+// EnsureNATRequest adds (Enable) or removes (!Enable) one guest's forwarding and
+// masquerade rules in banger's table. Both directions are idempotent; a failure leaves
+// the table as it was (each change is one netlink batch).
+type EnsureNATRequest struct {
+	GuestIP netip.Addr `json:"guest_ip"`
+	Tap     string     `json:"tap"`
+	Enable  bool       `json:"enable"`
+}
+
+// EnsureNATResponse is empty on success.
+type EnsureNATResponse struct{}
+
+// ResolverRoutingRequest routes Domain to DNS on the bridge through systemd-resolved
+// (Enable), or removes that routing.
+type ResolverRoutingRequest struct {
+	Enable bool           `json:"enable"`
+	Bridge string         `json:"bridge"`
+	Domain string         `json:"domain"`
+	DNS    netip.AddrPort `json:"dns"`
+}
+
+// ResolverRoutingResponse says what happened; Applied is false with a Reason when the
+// host has no systemd-resolved (names then resolve only through banger's DNS address).
+type ResolverRoutingResponse struct {
+	Applied bool   `json:"applied"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// ChownToOwnerRequest hands a file under banger's root (a VMM's socket, say) to the owner.
+type ChownToOwnerRequest struct {
+	Path string `json:"path"`
+}
+
+// ChownToOwnerResponse is empty on success.
+type ChownToOwnerResponse struct{}
+
+// RemoveNetworkRequest undoes EnsureBridge: deletes banger's nftables table, banger's
+// taps and the bridge. Used by `banger system uninstall`.
+type RemoveNetworkRequest struct {
+	Bridge string `json:"bridge"`
+}
+
+// RemoveNetworkResponse is empty on success.
+type RemoveNetworkResponse struct{}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	// Code is one of the Code* constants.
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes on the wire.
+const (
+	CodeInvalid   = "invalid"   // an argument failed validation; nothing was done
+	CodeForbidden = "forbidden" // the peer is not the owner
+	CodeUnknownOp = "unknown_op"
+	CodeFailed    = "failed" // the operation was attempted and failed; see Message
+)
+
+func (e *Error) Error() string { return "banger-helper: " + e.Message }
