@@ -1,0 +1,193 @@
+// Command banger-helper is banger's root helper: a small process, run as root, that
+// performs only validated privileged steps (bridge, taps, NAT, resolver routing,
+// socket ownership) for one owner, over a unix socket only that owner can use, and
+// writes one audit line per call.
+//
+//	banger-helper [--root DIR] [--owner-uid N --owner-gid N] [--log-format text|json]
+//
+// The owner comes from the flags or, without them, from ROOT/install.json. The socket
+// is ROOT/run/helper.sock, the audit log ROOT/logs/helper-audit.log; operational logs
+// go to stderr. SIGTERM or SIGINT stops it cleanly and removes the socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"banger/internal/buildinfo"
+	"banger/internal/config"
+	"banger/internal/layout"
+	"banger/internal/linuxnet"
+	"banger/internal/privileged"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "banger-helper:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("banger-helper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rootFlag := fs.String("root", "", "banger root directory (default $"+layout.EnvRoot+", else "+layout.DefaultRoot+")")
+	ownerUID := fs.Int("owner-uid", -1, "uid of the only user allowed to call the helper (default: owner_uid from ROOT/install.json)")
+	ownerGID := fs.Int("owner-gid", -1, "gid given with the owner's taps, socket and files (default: owner_gid from ROOT/install.json, or the owner's primary group)")
+	logFormat := fs.String("log-format", "text", "stderr log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: banger-helper takes only flags (see --help)", fs.Args())
+	}
+	logger, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("must run as root (it creates bridges, taps and nftables rules), but runs as uid %d: start it with `sudo banger system run`, or install the service with `sudo banger system install`", os.Geteuid())
+	}
+	lay, err := layout.Resolve(*rootFlag)
+	if err != nil {
+		return err
+	}
+	uid, gid, err := resolveOwner(lay, *ownerUID, *ownerGID)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(lay.ConfigPath())
+	if err != nil {
+		return err
+	}
+	prefix, err := cfg.BridgePrefix()
+	if err != nil {
+		return err
+	}
+	auditFile, err := openAuditLog(lay, uid, gid)
+	if err != nil {
+		return err
+	}
+	defer auditFile.Close()
+
+	nl, err := linuxnet.New(linuxnet.Options{})
+	if err != nil {
+		return fmt.Errorf("kernel networking: %w", err)
+	}
+	defer nl.Close()
+	srv, err := privileged.NewServer(privileged.ServerConfig{
+		Layout:       lay,
+		OwnerUID:     uid,
+		OwnerGID:     gid,
+		Bridge:       cfg.Network.Bridge,
+		BridgePrefix: prefix,
+		MTU:          cfg.Network.MTU,
+		Net:          nl,
+		Resolver:     nl,
+		Audit:        privileged.NewAuditLogger(auditFile),
+		Logger:       logger,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger.Info("starting", "version", buildinfo.Get(), "root", lay.Root, "owner_uid", uid, "owner_gid", gid,
+		"socket", lay.HelperSocket(), "audit", lay.AuditLog())
+	return srv.ListenAndServe(ctx)
+}
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q is unknown: use text or json", format)
+}
+
+// resolveOwner picks the owner from the flags, else from install.json. A uid given
+// without a gid takes the user's primary group.
+func resolveOwner(lay layout.Layout, uid, gid int) (int, int, error) {
+	if uid < 0 {
+		if gid >= 0 {
+			return 0, 0, errors.New("--owner-gid given without --owner-uid: give both, or neither to use ROOT/install.json")
+		}
+		m, err := privileged.ReadInstallMetadata(lay.InstallMetadataPath())
+		if err != nil {
+			return 0, 0, fmt.Errorf("no owner known: %w", err)
+		}
+		return m.OwnerUID, m.OwnerGID, nil
+	}
+	if gid >= 0 {
+		return uid, gid, nil
+	}
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("--owner-uid %d: %w: pass --owner-gid too", uid, err)
+	}
+	g, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return 0, 0, fmt.Errorf("--owner-uid %d: primary group %q is not numeric: pass --owner-gid", uid, u.Gid)
+	}
+	return uid, g, nil
+}
+
+// openAuditLog opens ROOT/logs/helper-audit.log for appending. The log directory may
+// belong to the owner, who could plant a symlink or a hard link there to make root
+// append to some other file; so the file is opened beneath the root with symlinks
+// refused, and must be a root-owned regular file with one link.
+func openAuditLog(lay layout.Layout, uid, gid int) (*os.File, error) {
+	if _, err := os.Stat(lay.LogDir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(lay.LogDir, 0o750); err != nil {
+			return nil, fmt.Errorf("create log directory: %w", err)
+		}
+		if err := os.Chown(lay.LogDir, uid, gid); err != nil {
+			return nil, fmt.Errorf("chown %s to the owner %d:%d: %w", lay.LogDir, uid, gid, err)
+		}
+	}
+	rootFD, err := unix.Open(lay.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open banger root %s: %w", lay.Root, err)
+	}
+	defer unix.Close(rootFD)
+	rel, err := filepath.Rel(lay.Root, lay.AuditLog())
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	fd, err := unix.Openat2(rootFD, rel, &unix.OpenHow{
+		Flags:   unix.O_WRONLY | unix.O_APPEND | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Mode:    0o640,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open audit log %s: %w (a symlink on the way is refused)", lay.AuditLog(), err)
+	}
+	f := os.NewFile(uintptr(fd), lay.AuditLog())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 || st.Uid != 0 {
+		f.Close()
+		return nil, fmt.Errorf("audit log %s must be a root-owned regular file with one link: move it away and start again", lay.AuditLog())
+	}
+	return f, nil
+}

@@ -1,0 +1,169 @@
+// Package daemon is bangerd's thin facade: it opens the services in order, routes API
+// calls to them and closes them in reverse. Each service owns its own state; the
+// Daemon holds no VM, image or network state of its own.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"time"
+
+	"banger/internal/config"
+	"banger/internal/hostnetwork"
+	"banger/internal/layout"
+	"banger/internal/store"
+	"banger/internal/vmdns"
+)
+
+// Options are the daemon's explicit dependencies.
+type Options struct {
+	Layout layout.Layout
+	Config config.Config
+	Helper hostnetwork.Helper // the root helper's client; never nil
+	Logger *slog.Logger
+	// Upstreams overrides the DNS forwarders (tests); nil means the host's resolvers.
+	Upstreams []string
+}
+
+// Daemon is an open bangerd. Build it with Open; Close it once.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+
+	store *store.Store         // immutable after Open; never nil
+	dns   *vmdns.Server        // immutable after Open; never nil
+	net   *hostnetwork.Service // immutable after Open; never nil
+}
+
+// Open recovers bangerd's state: it opens the store, makes sure the bridge and NAT
+// table exist, seeds the TAP pool from the taps VMs hold, starts the DNS server and
+// fills it from the VMs that are actually alive. A failure undoes what was opened.
+func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{opts: o, log: log, started: time.Now()}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	if d.store, err = store.Open(ctx, o.Layout.StorePath()); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = d.store.Close() })
+
+	listen, err := o.Config.DNSListen()
+	if err != nil {
+		return nil, err
+	}
+	upstreams := o.Upstreams
+	if upstreams == nil {
+		src := vmdns.UpstreamSource{ResolvConf: vmdns.DefaultResolvConf, ResolvedConf: vmdns.DefaultResolvedConf, Exclude: []netip.AddrPort{listen}}
+		if upstreams, err = src.Upstreams(); err != nil {
+			log.Warn("no upstream resolvers: names outside the VM domain will not resolve for guests", "err", err)
+		}
+	}
+	if d.dns, err = vmdns.New(vmdns.Options{Domain: o.Config.DNS.Domain, Upstreams: upstreams, Logger: log.With("component", "dns")}); err != nil {
+		return nil, err
+	}
+
+	if d.net, err = hostnetwork.New(hostnetwork.Deps{
+		Helper: o.Helper, DNS: d.dns, Network: o.Config.Network, Domain: o.Config.DNS.Domain,
+		DNSListen: listen, ResolveHint: vmdns.ResolveHint, Logger: log.With("component", "hostnetwork"),
+	}); err != nil {
+		return nil, err
+	}
+	handles, err := d.store.ListHandles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var inUse []string
+	for _, h := range handles {
+		if h.Tap != "" {
+			inUse = append(inUse, h.Tap)
+		}
+	}
+	if err := d.net.Open(ctx, inUse); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = d.net.Close(context.Background()) })
+
+	// The bridge address exists now, so the DNS server can bind it.
+	if err := d.dns.Start(ctx, listen.String()); err != nil {
+		return nil, fmt.Errorf("dns server on %s: %w", listen, err)
+	}
+	undo = append(undo, func() { _ = d.dns.Close(context.Background()) })
+	if err := d.rebuildDNS(ctx); err != nil {
+		return nil, err
+	}
+	log.Info("bangerd open", "root", o.Layout.Root, "bridge", o.Config.Network.Bridge, "dns", listen, "pid", os.Getpid())
+	return d, nil
+}
+
+// rebuildDNS replaces the DNS records with one per VM whose VMM is alive, so names
+// of VMs that died while bangerd was down stop resolving.
+func (d *Daemon) rebuildDNS(ctx context.Context) error {
+	vms, err := d.store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	handles, err := d.store.ListHandles(ctx)
+	if err != nil {
+		return err
+	}
+	byVM := make(map[string]store.Handle, len(handles))
+	for _, h := range handles {
+		byVM[h.VMID] = h
+	}
+	leases, err := d.store.ListLeases(ctx)
+	if err != nil {
+		return err
+	}
+	ips := make(map[string]netip.Addr, len(leases))
+	for _, l := range leases {
+		ips[l.VMID] = l.Addr
+	}
+	recs := map[string]netip.Addr{}
+	for _, vm := range vms {
+		h, ok := byVM[vm.ID]
+		ip, leased := ips[vm.ID]
+		if ok && leased && hostnetwork.ProcessAlive(h.PID, h.PIDStart) {
+			recs[vm.Name] = ip
+		}
+	}
+	return d.dns.Replace(recs)
+}
+
+// Close stops the DNS server and background work and closes the store. VMs keep
+// running: their VMMs are not children of bangerd, and the next Open re-attaches.
+func (d *Daemon) Close(ctx context.Context) error {
+	var errs []error
+	if err := d.dns.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("dns: %w", err))
+	}
+	if err := d.net.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("hostnetwork: %w", err))
+	}
+	if err := d.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	d.log.Info("bangerd closed")
+	return errors.Join(errs...)
+}
+
+// Network returns the HostNetwork service (for tests and the API).
+func (d *Daemon) Network() *hostnetwork.Service { return d.net }
+
+// DNSAddr is where the DNS server listens.
+func (d *Daemon) DNSAddr() netip.AddrPort { return d.dns.Addr() }

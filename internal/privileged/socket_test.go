@@ -1,0 +1,176 @@
+package privileged
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSocketModeAndOwner(t *testing.T) {
+	h := newHarness(t)
+	fi, err := os.Lstat(h.lay.HelperSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		t.Fatalf("got file type %v, want a socket", fi.Mode().Type())
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("got mode %o, want 600", got)
+	}
+	if u, g := ownerOf(t, h.lay.HelperSocket()); u != h.ownerUID || g != h.ownerGID {
+		t.Errorf("got owner %d:%d, want %d:%d", u, g, h.ownerUID, h.ownerGID)
+	}
+	// Nothing but the socket is left in the run directory (the private bind directory
+	// is gone).
+	entries, err := os.ReadDir(h.lay.RunDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != filepath.Base(h.lay.HelperSocket()) {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("run dir holds %v, want only the socket", names)
+	}
+}
+
+// TestRunDirCreatedForOwner: a missing run directory is made and given to the owner,
+// who must be able to reach the socket in it.
+func TestRunDirCreatedForOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("chown to another gid needs root")
+	}
+	h := newHarness(t)
+	if u, g := ownerOf(t, h.lay.RunDir); u != h.ownerUID || g != h.ownerGID {
+		t.Errorf("run dir owner %d:%d, want %d:%d", u, g, h.ownerUID, h.ownerGID)
+	}
+}
+
+func TestLiveSocketIsNotReplaced(t *testing.T) {
+	h := newHarness(t)
+	before, err := os.Lstat(h.lay.HelperSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := NewServer(h.serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = second.ListenAndServe(ctx)
+	if err == nil || !strings.Contains(err.Error(), "already serving") {
+		t.Fatalf("got %v, want a refusal saying another helper is serving", err)
+	}
+	after, err := os.Lstat(h.lay.HelperSocket())
+	if err != nil {
+		t.Fatalf("socket gone after the refused start: %v", err)
+	}
+	if !os.SameFile(before, after) {
+		t.Errorf("the live socket was replaced")
+	}
+	if _, err := h.client.Status(context.Background()); err != nil {
+		t.Errorf("first helper stopped answering: %v", err)
+	}
+}
+
+func TestStaleSocketIsReplaced(t *testing.T) {
+	h := &harness{net: &recordingNet{}, audit: &syncBuffer{}, ownerUID: os.Getuid(), ownerGID: testOwnerGID()}
+	lay, err := layoutNew(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.lay = lay
+	if err := os.MkdirAll(lay.RunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A socket nothing listens on any more, as a killed helper leaves it.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: lay.HelperSocket(), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := net.Dial("unix", lay.HelperSocket()); err == nil {
+		t.Fatal("stale socket still answers; test setup is wrong")
+	}
+	startServer(t, h.serverConfig())
+	if _, err := NewClient(lay.HelperSocket()).Status(context.Background()); err != nil {
+		t.Errorf("got %v, want the new helper to answer on the replaced socket", err)
+	}
+}
+
+func TestNonSocketAtPathIsRefused(t *testing.T) {
+	lay, err := layoutNew(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(lay.RunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, lay.HelperSocket())
+	h := &harness{lay: lay, net: &recordingNet{}, audit: &syncBuffer{}, ownerUID: os.Getuid(), ownerGID: testOwnerGID()}
+	srv, err := NewServer(h.serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = srv.ListenAndServe(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("got %v, want a refusal naming the non-socket", err)
+	}
+	if data, err := os.ReadFile(lay.HelperSocket()); err != nil || string(data) != "x" {
+		t.Errorf("the file at the socket path was touched: %q, %v", data, err)
+	}
+}
+
+// TestShutdownRemovesSocket runs ListenAndServe until its context ends.
+func TestShutdownRemovesSocket(t *testing.T) {
+	lay, err := layoutNew(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{lay: lay, net: &recordingNet{}, audit: &syncBuffer{}, ownerUID: os.Getuid(), ownerGID: testOwnerGID()}
+	srv, err := NewServer(h.serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ListenAndServe(ctx) }()
+	c := NewClient(lay.HelperSocket())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Status(context.Background())
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("helper never answered: %v", err)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("ListenAndServe returned early: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ListenAndServe: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("ListenAndServe did not return after its context ended")
+	}
+	if _, err := os.Lstat(lay.HelperSocket()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket still there after shutdown: %v", err)
+	}
+}
