@@ -18,6 +18,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/daemon"
 	"banger/internal/layout"
+	"banger/internal/linuxnet"
 	"banger/internal/privileged"
 )
 
@@ -44,6 +45,9 @@ func run() error {
 	}
 	cfg, err := config.Load(l.ConfigPath())
 	if err != nil {
+		return err
+	}
+	if err := checkRoutes(cfg); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -91,6 +95,22 @@ func listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// checkRoutes refuses a bridge CIDR that overlaps a host route, whoever started us
+// (`banger system run` checks too, but systemd starts bangerd directly). Reading
+// routes over netlink needs no privilege.
+func checkRoutes(cfg config.Config) error {
+	n, err := linuxnet.New(linuxnet.Options{})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	routes, err := n.Routes(context.Background())
+	if err != nil {
+		return fmt.Errorf("read host routes: %w", err)
+	}
+	return cfg.CheckOverlap(routes)
 }
 
 func newLogger(format string) (*slog.Logger, error) {

@@ -56,9 +56,10 @@ type Service struct {
 	pool   *TapPool
 	log    *slog.Logger
 
-	mu       sync.Mutex // guards routing
-	routing  privileged.ResolverRoutingResponse
-	routedOn bool // resolver routing was applied by Open and must be undone by Close
+	mu         sync.Mutex // guards the following
+	routing    privileged.ResolverRoutingResponse
+	routingErr string // why routing failed, when the helper call itself failed
+	routedOn   bool   // resolver routing was applied by Open and must be undone by Close
 }
 
 // New validates deps; it touches nothing until Open.
@@ -112,13 +113,13 @@ func (s *Service) routeResolver(ctx context.Context) {
 	resp, err := s.deps.Helper.ResolverRouting(ctx, privileged.ResolverRoutingRequest{
 		Enable: true, Bridge: s.deps.Network.Bridge, Domain: s.deps.Domain, DNS: s.deps.DNSListen,
 	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.routing, s.routedOn, s.routingErr = resp, resp.Applied, ""
 	if err != nil {
-		resp = privileged.ResolverRoutingResponse{Reason: err.Error()}
+		s.routingErr = err.Error()
 		s.log.Warn("host resolver routing failed; names resolve only through banger's DNS", "err", err)
 	}
-	s.mu.Lock()
-	s.routing, s.routedOn = resp, resp.Applied
-	s.mu.Unlock()
 }
 
 // AcquireTap returns a tap for a VM: an idle pool tap, or a new one named after vmID.
@@ -150,17 +151,19 @@ func (s *Service) Status(ctx context.Context) (api.NetworkStatus, api.DNSStatus,
 	}
 	ds := api.DNSStatus{Domain: s.deps.Domain, Listen: s.deps.DNSListen.String(), Records: len(s.deps.DNS.Records())}
 	s.mu.Lock()
-	routing := s.routing
+	routing, routingErr := s.routing, s.routingErr
 	s.mu.Unlock()
 	if routing.Applied {
 		ds.ResolverRouting = "systemd-resolved"
 	} else {
+		// The helper's reason (e.g. no systemd-resolved) is what the hint explains;
+		// only a failed call is worth showing on its own.
 		ds.ResolverRouting = "none"
 		if s.deps.ResolveHint != nil {
 			ds.Hint = s.deps.ResolveHint(s.deps.Domain, s.deps.DNSListen)
 		}
-		if routing.Reason != "" {
-			ds.Hint = routing.Reason + "\n" + ds.Hint
+		if routingErr != "" {
+			ds.Hint = "routing the domain through the host resolver failed: " + routingErr + "\n" + ds.Hint
 		}
 	}
 	hs := api.HelperStatus{OwnerUID: -1}

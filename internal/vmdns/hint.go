@@ -34,7 +34,7 @@ func ResolveHint(domain string, addr netip.AddrPort) string {
 			example, netip.AddrPortFrom(ip, port), ip, example, ip, domain, domain, ip)
 	}
 	return fmt.Sprintf("This host has no systemd-resolved, so VM names (%s) resolve only through banger's DNS server at %s: "+
-		"query it with `dig @%s -p %d %s`, or have a local resolver that takes a port forward the %s domain to it "+
-		"(dnsmasq: `server=/%s/%s#%d`). It cannot go in /etc/resolv.conf, whose nameserver lines cannot carry a port.",
+		"query it with `dig @%s -p %d %s`, or have a local resolver forward the %s domain to it "+
+		"(dnsmasq: `server=/%s/%s#%d`); /etc/resolv.conf cannot point at it because its nameserver lines cannot carry a port.",
 		example, netip.AddrPortFrom(ip, port), ip, port, example, domain, domain, ip, port)
 }
