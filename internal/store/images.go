@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -18,6 +19,16 @@ type Image struct {
 	SizeBytes int64
 	CreatedAt time.Time // set by PutImage when zero
 	Tags      []string  // sorted; filled by Get/List
+	// Kind and Source say where the image came from (a registry reference, an OCI
+	// layout or archive path, a rootfs tar or directory, an ext4 file).
+	Kind   string
+	Source string
+	// AgentVersion is the guest agent injected into the image; a newer bangerd
+	// re-injects when it differs from its own.
+	AgentVersion string
+	// Meta holds the rest (manifest digest, platform, layer count) as JSON, opaque
+	// to the store. Empty means {}.
+	Meta json.RawMessage
 }
 
 var digestRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -46,11 +57,16 @@ func (s *Store) PutImage(ctx context.Context, img Image) error {
 	if img.CreatedAt.IsZero() {
 		img.CreatedAt = s.now()
 	}
+	meta, err := jsonOrEmpty(img.Meta)
+	if err != nil {
+		return fmt.Errorf("image %s: meta: %w", img.ID, err)
+	}
 	return s.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `
-			INSERT INTO images (id, path, size_bytes, created_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET path = excluded.path, size_bytes = excluded.size_bytes`,
-			img.ID, img.Path, img.SizeBytes, stamp(img.CreatedAt))
+			INSERT INTO images (id, path, size_bytes, created_at, kind, source, agent_version, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET path = excluded.path, size_bytes = excluded.size_bytes,
+				kind = excluded.kind, source = excluded.source, agent_version = excluded.agent_version, meta = excluded.meta`,
+			img.ID, img.Path, img.SizeBytes, stamp(img.CreatedAt), img.Kind, img.Source, img.AgentVersion, meta)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", img.ID, err)
 		}
@@ -185,7 +201,7 @@ func resolveImageTx(ctx context.Context, tx *sql.Tx, ref string) (string, error)
 // queryImages selects images (filtered by where, which may be empty) with their
 // tags. Two queries in the caller's read transaction: the images, then all tags.
 func queryImages(ctx context.Context, tx *sql.Tx, where string, args ...any) ([]Image, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, path, size_bytes, created_at FROM images `+where+` ORDER BY created_at, id`, args...)
+	rows, err := tx.QueryContext(ctx, `SELECT id, path, size_bytes, created_at, kind, source, agent_version, meta FROM images `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -196,10 +212,12 @@ func queryImages(ctx context.Context, tx *sql.Tx, where string, args ...any) ([]
 		var (
 			img     Image
 			created int64
+			meta    string
 		)
-		if err := rows.Scan(&img.ID, &img.Path, &img.SizeBytes, &created); err != nil {
+		if err := rows.Scan(&img.ID, &img.Path, &img.SizeBytes, &created, &img.Kind, &img.Source, &img.AgentVersion, &meta); err != nil {
 			return nil, err
 		}
+		img.Meta = json.RawMessage(meta)
 		img.CreatedAt = unstamp(created)
 		byID[img.ID] = len(imgs)
 		imgs = append(imgs, img)

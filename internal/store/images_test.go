@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"context"
 	"errors"
 	"strings"
@@ -15,7 +16,8 @@ func TestImages(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 
-	deb := Image{ID: testImageID, Path: "/images/deb.ext4", SizeBytes: 100, Tags: []string{"debian:12", "debian:latest"}}
+	deb := Image{ID: testImageID, Path: "/images/deb.ext4", SizeBytes: 100, Tags: []string{"debian:12", "debian:latest"},
+		Kind: "registry", Source: "docker.io/library/debian:12", AgentVersion: "v0.1.0", Meta: json.RawMessage(`{"layers":3}`)}
 	alp := Image{ID: otherImageID, Path: "/images/alp.ext4", SizeBytes: 50}
 	for _, img := range []Image{deb, alp} {
 		if err := s.PutImage(ctx, img); err != nil {
@@ -44,6 +46,12 @@ func TestImages(t *testing.T) {
 	got, _ := s.GetImage(ctx, "debian:12")
 	if got.Path != deb.Path || got.SizeBytes != deb.SizeBytes || got.CreatedAt.IsZero() {
 		t.Errorf("GetImage: got %+v, want path %s size %d and a creation time", got, deb.Path, deb.SizeBytes)
+	}
+	if got.Kind != deb.Kind || got.Source != deb.Source || got.AgentVersion != deb.AgentVersion || string(got.Meta) != string(deb.Meta) {
+		t.Errorf("provenance: got kind %q source %q agent %q meta %s; want %q %q %q %s", got.Kind, got.Source, got.AgentVersion, got.Meta, deb.Kind, deb.Source, deb.AgentVersion, deb.Meta)
+	}
+	if other, _ := s.GetImage(ctx, otherImageID); string(other.Meta) != "{}" {
+		t.Errorf("meta of an image stored without one = %s, want {}", other.Meta)
 	}
 	if diff := cmp.Diff([]string{"debian:12", "debian:latest"}, got.Tags); diff != "" {
 		t.Errorf("tags (-want +got):\n%s", diff)
@@ -145,7 +153,8 @@ func TestPutImageInvalid(t *testing.T) {
 func TestKernels(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
-	k1 := Kernel{ID: "k1", Name: "vmlinux-6.1", Path: "/kernels/k1", InitrdPath: "/kernels/k1.initrd"}
+	k1 := Kernel{ID: "k1", Name: "vmlinux-6.1", Path: "/kernels/k1", InitrdPath: "/kernels/k1.initrd",
+		Version: "6.1.0-56-cloud-amd64", Meta: json.RawMessage(`{"format":"bzImage"}`)}
 	k2 := Kernel{ID: "k2", Name: "host", Path: "/boot/vmlinuz"}
 	for _, k := range []Kernel{k1, k2} {
 		if err := s.PutKernel(ctx, k); err != nil {

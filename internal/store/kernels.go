@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -15,6 +16,10 @@ type Kernel struct {
 	Path       string
 	InitrdPath string    // "" when the kernel needs none
 	CreatedAt  time.Time // set by PutKernel when zero
+	Version    string    // the kernel's own version string, when known
+	// Meta holds the rest (source, format, config checks) as JSON, opaque to the
+	// store. Empty means {}.
+	Meta json.RawMessage
 }
 
 // PutKernel records k, or updates the kernel with that id. A name taken by
@@ -31,6 +36,10 @@ func (s *Store) PutKernel(ctx context.Context, k Kernel) error {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = s.now()
 	}
+	meta, err := jsonOrEmpty(k.Meta)
+	if err != nil {
+		return fmt.Errorf("kernel %q: meta: %w", k.Name, err)
+	}
 	return s.write(ctx, func(tx *sql.Tx) error {
 		other, err := holderTx(ctx, tx, `SELECT id FROM kernels WHERE name = ? AND id <> ?`, k.Name, k.ID)
 		if err != nil {
@@ -40,9 +49,10 @@ func (s *Store) PutKernel(ctx context.Context, k Kernel) error {
 			return fmt.Errorf("kernel %q: the name is taken by kernel %s: choose another name or remove that kernel: %w", k.Name, other, ErrExists)
 		}
 		_, err = tx.ExecContext(ctx, `
-			INSERT INTO kernels (id, name, path, initrd_path, created_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET name = excluded.name, path = excluded.path, initrd_path = excluded.initrd_path`,
-			k.ID, k.Name, k.Path, k.InitrdPath, stamp(k.CreatedAt))
+			INSERT INTO kernels (id, name, path, initrd_path, created_at, version, meta) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET name = excluded.name, path = excluded.path, initrd_path = excluded.initrd_path,
+				version = excluded.version, meta = excluded.meta`,
+			k.ID, k.Name, k.Path, k.InitrdPath, stamp(k.CreatedAt), k.Version, meta)
 		if isUnique(err) {
 			return fmt.Errorf("kernel %q: %w", k.Name, ErrExists)
 		}
@@ -53,7 +63,7 @@ func (s *Store) PutKernel(ctx context.Context, k Kernel) error {
 	})
 }
 
-const kernelColumns = `id, name, path, initrd_path, created_at`
+const kernelColumns = `id, name, path, initrd_path, created_at, version, meta`
 
 // GetKernel finds a kernel by id or, failing that, by name.
 func (s *Store) GetKernel(ctx context.Context, idOrName string) (Kernel, error) {
@@ -110,10 +120,12 @@ func scanKernel(r scanner) (Kernel, error) {
 	var (
 		k       Kernel
 		created int64
+		meta    string
 	)
-	if err := r.Scan(&k.ID, &k.Name, &k.Path, &k.InitrdPath, &created); err != nil {
+	if err := r.Scan(&k.ID, &k.Name, &k.Path, &k.InitrdPath, &created, &k.Version, &meta); err != nil {
 		return Kernel{}, err
 	}
+	k.Meta = json.RawMessage(meta)
 	k.CreatedAt = unstamp(created)
 	return k, nil
 }

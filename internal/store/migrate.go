@@ -20,6 +20,7 @@ type migration struct {
 func migrations() []migration {
 	return []migration{
 		{name: "initial schema", sql: schemaV1},
+		{name: "image and kernel provenance, per-VM disk record", sql: schemaV2},
 	}
 }
 
@@ -84,6 +85,20 @@ CREATE TABLE ip_leases (
 	addr       INTEGER NOT NULL UNIQUE,      -- IPv4 as a 32-bit number: ordered, gap search is a scan
 	created_at INTEGER NOT NULL
 ) STRICT;
+`
+
+// schemaV2 records where images and kernels came from (for inspect, and so a newer
+// guest agent can be re-injected into images made with an older one) and the disk
+// layer's record of each VM's copy-on-write disk (what Remove and Activate need;
+// it outlives the VM's handle, which is cleared on stop).
+const schemaV2 = `
+ALTER TABLE images ADD COLUMN kind          TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN source        TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN meta          TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(meta));
+ALTER TABLE kernels ADD COLUMN version      TEXT NOT NULL DEFAULT '';
+ALTER TABLE kernels ADD COLUMN meta         TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(meta));
+ALTER TABLE vms ADD COLUMN disk             TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(disk));
 `
 
 // migrate brings the schema up to len(migs), one transaction per step. An

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -233,3 +234,15 @@ func isUnique(err error) bool {
 func stamp(t time.Time) int64 { return t.UnixNano() }
 
 func unstamp(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// jsonOrEmpty returns raw as text for a JSON column, "{}" when empty, and an error
+// when it is not valid JSON (the column's CHECK would refuse it less clearly).
+func jsonOrEmpty(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 {
+		return "{}", nil
+	}
+	if !json.Valid(raw) {
+		return "", errors.New("not valid JSON")
+	}
+	return string(raw), nil
+}

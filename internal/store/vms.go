@@ -48,7 +48,11 @@ type VM struct {
 	// Spec holds the rest of the VM's configuration (env, published ports, ...)
 	// as JSON, opaque to the store, which only checks that it is valid JSON.
 	// Empty means {}.
-	Spec      json.RawMessage
+	Spec json.RawMessage
+	// Disk is the disk layer's record of the VM's copy-on-write root (JSON, opaque
+	// to the store): durable, unlike the handle, because the disk outlives a stop.
+	// Empty means {}. Set with SetVMDisk.
+	Disk      json.RawMessage
 	CreatedAt time.Time // set by CreateVM when zero
 	UpdatedAt time.Time // set by every change
 }
@@ -134,11 +138,15 @@ func (s *Store) createVMTx(ctx context.Context, tx *sql.Tx, vm VM) error {
 	if spec == "" {
 		spec = "{}"
 	}
+	disk, err := jsonOrEmpty(vm.Disk)
+	if err != nil {
+		return fmt.Errorf("vm %q: disk: %w", vm.Name, err)
+	}
 	_, err = tx.ExecContext(ctx, `
-		INSERT INTO vms (id, name, image_id, kernel_id, state, cpus, memory_mib, disk_bytes, driver, spec, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		INSERT INTO vms (id, name, image_id, kernel_id, state, cpus, memory_mib, disk_bytes, driver, spec, created_at, updated_at, disk)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		vm.ID, vm.Name, vm.ImageID, vm.KernelID, string(vm.State), vm.CPUs, vm.MemoryMiB, vm.DiskBytes, vm.Driver, spec,
-		stamp(vm.CreatedAt), stamp(now))
+		stamp(vm.CreatedAt), stamp(now), disk)
 	if isUnique(err) {
 		return fmt.Errorf("vm %q: %w", vm.Name, ErrExists)
 	}
@@ -148,7 +156,7 @@ func (s *Store) createVMTx(ctx context.Context, tx *sql.Tx, vm VM) error {
 	return nil
 }
 
-const vmColumns = `id, name, image_id, kernel_id, state, cpus, memory_mib, disk_bytes, driver, spec, created_at, updated_at`
+const vmColumns = `id, name, image_id, kernel_id, state, cpus, memory_mib, disk_bytes, driver, spec, created_at, updated_at, disk`
 
 // GetVM finds a VM by id or, failing that, by name (case-insensitively).
 // An id match wins, so a VM named like another VM's id is reachable only by id.
@@ -201,6 +209,21 @@ func (s *Store) UpdateVMState(ctx context.Context, id string, state VMState) err
 	})
 }
 
+// SetVMDisk records the disk layer's JSON record of VM id's root disk.
+func (s *Store) SetVMDisk(ctx context.Context, id string, disk json.RawMessage) error {
+	d, err := jsonOrEmpty(disk)
+	if err != nil {
+		return fmt.Errorf("vm %s: disk: %w", id, err)
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE vms SET disk = ?, updated_at = ? WHERE id = ?`, d, stamp(s.now()), id)
+		if err != nil {
+			return fmt.Errorf("vm %s: set disk: %w", id, err)
+		}
+		return mustAffect(res, fmt.Sprintf("vm %s", id))
+	})
+}
+
 // DeleteVM removes VM id together with its lease and handle, in one
 // transaction. The VM's processes, tap and disk are the caller's to clean up
 // first: once the record is gone nothing remembers them.
@@ -227,14 +250,15 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanVM(r scanner) (VM, error) {
 	var (
-		vm               VM
-		state, spec      string
-		created, updated int64
+		vm                VM
+		state, spec, disk string
+		created, updated  int64
 	)
-	err := r.Scan(&vm.ID, &vm.Name, &vm.ImageID, &vm.KernelID, &state, &vm.CPUs, &vm.MemoryMiB, &vm.DiskBytes, &vm.Driver, &spec, &created, &updated)
+	err := r.Scan(&vm.ID, &vm.Name, &vm.ImageID, &vm.KernelID, &state, &vm.CPUs, &vm.MemoryMiB, &vm.DiskBytes, &vm.Driver, &spec, &created, &updated, &disk)
 	if err != nil {
 		return VM{}, err
 	}
+	vm.Disk = json.RawMessage(disk)
 	vm.State = VMState(state)
 	vm.Spec = json.RawMessage(spec)
 	vm.CreatedAt, vm.UpdatedAt = unstamp(created), unstamp(updated)

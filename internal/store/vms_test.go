@@ -100,8 +100,24 @@ func TestVMLifecycle(t *testing.T) {
 	}
 	want := dev
 	want.CreatedAt, want.UpdatedAt = gotDev.CreatedAt, gotDev.UpdatedAt
+	want.Disk = json.RawMessage(`{}`) // no disk recorded yet
 	if diff := cmp.Diff(want, gotDev); diff != "" {
 		t.Errorf("GetVM(dev) mismatch (-want +got):\n%s", diff)
+	}
+
+	// The disk record round-trips and survives (it is the VM's, not the handle's).
+	diskRec := json.RawMessage(`{"strategy":"reflink","path":"/d/dev/root.ext4"}`)
+	if err := s.SetVMDisk(ctx, dev.ID, diskRec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetVMDisk(ctx, dev.ID, json.RawMessage(`{not json`)); err == nil {
+		t.Error("SetVMDisk accepted invalid JSON")
+	}
+	if err := s.SetVMDisk(ctx, "nope", diskRec); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetVMDisk(missing) = %v, want ErrNotFound", err)
+	}
+	if got, _ := s.GetVM(ctx, "dev"); string(got.Disk) != string(diskRec) {
+		t.Errorf("disk record = %s, want %s", got.Disk, diskRec)
 	}
 
 	// Lookup by id, by name in another case, and misses.
