@@ -19,6 +19,9 @@ declare -A pkgs=(
   [busybox]=busybox-static
   [useradd]=passwd
   [systemd-analyze]=systemd
+  [dmsetup]=dmsetup
+  [debugfs]=e2fsprogs
+  [qemu-io]=qemu-utils
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do

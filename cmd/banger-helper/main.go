@@ -1,6 +1,7 @@
 // Command banger-helper is banger's root helper: a small process, run as root, that
 // performs only validated privileged steps (bridge, taps, NAT, resolver routing,
-// socket ownership) for one owner, over a unix socket only that owner can use, and
+// socket ownership, loop devices and device-mapper devices for copy-on-write root
+// disks) for one owner, over a unix socket only that owner can use, and
 // writes one audit line per call.
 //
 //	banger-helper [--root DIR] [--owner-uid N --owner-gid N] [--log-format text|json]
@@ -26,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/blockdev"
 	"banger/internal/buildinfo"
 	"banger/internal/config"
 	"banger/internal/layout"
@@ -99,6 +101,7 @@ func run(args []string, stderr io.Writer) error {
 		MTU:          cfg.Network.MTU,
 		Net:          nl,
 		Resolver:     nl,
+		Block:        blockdev.Local{},
 		Audit:        privileged.NewAuditLogger(auditFile),
 		Logger:       logger,
 	})

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+
+	"banger/internal/blockdev"
 )
 
 // maxResponseBody caps an answer from the helper; the largest is a tap listing.
@@ -93,6 +95,59 @@ func (c *Client) ChownToOwner(ctx context.Context, req ChownToOwnerRequest) erro
 // RemoveNetwork deletes banger's nftables table, taps and bridge.
 func (c *Client) RemoveNetwork(ctx context.Context, req RemoveNetworkRequest) error {
 	return c.call(ctx, OpRemoveNetwork, req, &RemoveNetworkResponse{})
+}
+
+// LoopAttach binds one of banger's disk or image files to a loop device (see
+// LoopAttachRequest). BlockClient.LoopAttach is the disk.BlockOps form.
+func (c *Client) LoopAttach(ctx context.Context, req LoopAttachRequest) (LoopAttachResponse, error) {
+	var resp LoopAttachResponse
+	err := c.call(ctx, OpLoopAttach, req, &resp)
+	return resp, err
+}
+
+// LoopDetach unbinds one of banger's loop devices; an unbound one is not an error.
+func (c *Client) LoopDetach(ctx context.Context, req LoopDetachRequest) error {
+	return c.call(ctx, OpLoopDetach, req, &LoopDetachResponse{})
+}
+
+// LoopList returns banger's loop devices (those over files under the disks or
+// images directory), by device number.
+func (c *Client) LoopList(ctx context.Context) ([]blockdev.Loop, error) {
+	var resp LoopListResponse
+	if err := c.call(ctx, OpLoopList, LoopListRequest{}, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Loops, nil
+}
+
+// DMAvailable says whether the helper can use device-mapper, and if not, why.
+func (c *Client) DMAvailable(ctx context.Context) (DMAvailableResponse, error) {
+	var resp DMAvailableResponse
+	err := c.call(ctx, OpDMAvailable, DMAvailableRequest{}, &resp)
+	return resp, err
+}
+
+// DMCreate creates one of this root's device-mapper devices from a table of the disk
+// layer's shape, and hands a VM's snapshot node to the owner (see DMCreateRequest).
+func (c *Client) DMCreate(ctx context.Context, req DMCreateRequest) (DMCreateResponse, error) {
+	var resp DMCreateResponse
+	err := c.call(ctx, OpDMCreate, req, &resp)
+	return resp, err
+}
+
+// DMRemove removes one of this root's device-mapper devices; a missing one is not an
+// error.
+func (c *Client) DMRemove(ctx context.Context, req DMRemoveRequest) error {
+	return c.call(ctx, OpDMRemove, req, &DMRemoveResponse{})
+}
+
+// DMList returns the names of this root's device-mapper devices.
+func (c *Client) DMList(ctx context.Context) ([]string, error) {
+	var resp DMListResponse
+	if err := c.call(ctx, OpDMList, DMListRequest{}, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Names, nil
 }
 
 // call POSTs req to op and decodes the answer into resp.

@@ -143,11 +143,13 @@ func (b *syncBuffer) Lines(t *testing.T) []map[string]any {
 type harness struct {
 	lay      layout.Layout
 	net      *recordingNet
+	block    *recordingBlock
 	audit    *syncBuffer
 	srv      *Server
 	client   *Client
 	ownerUID int
 	ownerGID int
+	devices  devPaths // where DMCreate's chown looks; zero: the real /dev
 }
 
 // testOwnerGID is a gid different from ours when we may chown, so tests can tell the
@@ -161,11 +163,17 @@ func testOwnerGID() int {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessDevices(t, devPaths{})
+}
+
+// newHarnessDevices is newHarness with DMCreate's chown pointed at a test tree.
+func newHarnessDevices(t *testing.T, devices devPaths) *harness {
+	t.Helper()
 	lay, err := layout.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{lay: lay, net: &recordingNet{}, audit: &syncBuffer{}, ownerUID: os.Getuid(), ownerGID: testOwnerGID()}
+	h := &harness{lay: lay, net: &recordingNet{}, block: newRecordingBlock(), audit: &syncBuffer{}, ownerUID: os.Getuid(), ownerGID: testOwnerGID(), devices: devices}
 	h.srv = startServer(t, h.serverConfig())
 	h.client = NewClient(lay.HelperSocket())
 	return h
@@ -181,7 +189,9 @@ func (h *harness) serverConfig() ServerConfig {
 		MTU:          testMTU,
 		Net:          h.net,
 		Resolver:     h.net,
+		Block:        h.block,
 		Audit:        NewAuditLogger(h.audit),
+		devices:      h.devices,
 	}
 }
 

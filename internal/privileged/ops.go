@@ -14,8 +14,10 @@ import (
 )
 
 // handlerTable is every op the helper answers. Each entry validates its request (the
-// first function) before running it (the second); ChownToOwner validates inside its
-// run function because validation yields the resolved target.
+// first function) before running it (the second); ChownToOwner and LoopAttach finish
+// validating inside their run function because validation yields the resolved
+// target, and LoopDetach and DMCreate because they check against the kernel's state
+// (ops_block.go).
 func (s *Server) handlerTable() map[string]handler {
 	return map[string]handler{
 		OpStatus:          typed(nil, s.status),
@@ -27,6 +29,13 @@ func (s *Server) handlerTable() map[string]handler {
 		OpResolverRouting: typed(s.v.resolverRouting, s.resolverRouting),
 		OpChownToOwner:    typed(nil, s.chownToOwner),
 		OpRemoveNetwork:   typed(s.v.removeNetwork, s.removeNetwork),
+		OpLoopAttach:      typed(s.v.loopAttachSyntax, s.loopAttach),
+		OpLoopDetach:      typed(s.v.loopDetachSyntax, s.loopDetach),
+		OpLoopList:        typed(nil, s.loopList),
+		OpDMAvailable:     typed(nil, s.dmAvailable),
+		OpDMCreate:        typed(s.v.dmCreateCheck, s.dmCreate),
+		OpDMRemove:        typed(s.v.dmRemoveCheck, s.dmRemove),
+		OpDMList:          typed(nil, s.dmList),
 	}
 }
 

@@ -9,6 +9,8 @@ package privileged
 
 import (
 	"net/netip"
+
+	"banger/internal/blockdev"
 )
 
 // Op names. Each has a request and a response type below.
@@ -22,6 +24,16 @@ const (
 	OpResolverRouting = "ResolverRouting"
 	OpChownToOwner    = "ChownToOwner"
 	OpRemoveNetwork   = "RemoveNetwork"
+
+	// Loop and device-mapper ops, for the dm-snapshot disk strategy (see
+	// BlockClient). Every one touches only banger's own devices of this root.
+	OpLoopAttach  = "LoopAttach"
+	OpLoopDetach  = "LoopDetach"
+	OpLoopList    = "LoopList"
+	OpDMAvailable = "DMAvailable"
+	OpDMCreate    = "DMCreate"
+	OpDMRemove    = "DMRemove"
+	OpDMList      = "DMList"
 )
 
 // StatusRequest asks the helper who it is and what it manages.
@@ -136,6 +148,105 @@ type RemoveNetworkRequest struct {
 
 // RemoveNetworkResponse is empty on success.
 type RemoveNetworkResponse struct{}
+
+// LoopAttachRequest binds a file to a free loop device. Path must name (after
+// symlinks, all of which must stay inside the root) a non-empty regular file owned by
+// the owner, strictly under the root's state/disks or state/images directory, on a
+// filesystem that is not FUSE; a file under state/images (a shared base) only
+// read-only. The helper opens the file itself, beneath the root and refusing
+// symlinks, checks it on that descriptor, and binds that descriptor's file, so a path
+// swapped after validation cannot lead it anywhere else.
+//
+// The loop device stays root's: the VMM never opens a loop device (it opens the
+// device-mapper snapshot stacked on it), so the owner is never given one.
+type LoopAttachRequest struct {
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"read_only"`
+}
+
+// LoopAttachResponse names the device, /dev/loopN.
+type LoopAttachResponse struct {
+	Device string `json:"device"`
+}
+
+// LoopDetachRequest unbinds one of banger's loop devices: /dev/loopN whose backing
+// file is under the root's state/disks or state/images directory. A device that is
+// not bound succeeds without touching the kernel (another process may bind it at any
+// moment, and the helper never detaches what is not banger's). A device still held
+// (by a device-mapper table) is detached by the kernel when its last holder goes.
+type LoopDetachRequest struct {
+	Device string `json:"device"`
+}
+
+// LoopDetachResponse is empty on success.
+type LoopDetachResponse struct{}
+
+// LoopListRequest lists banger's loop devices.
+type LoopListRequest struct{}
+
+// LoopListResponse holds the bound loop devices whose backing file is under the
+// root's state/disks or state/images directory, by device number; other loops on
+// the host are left out.
+type LoopListResponse struct {
+	Loops []blockdev.Loop `json:"loops"`
+}
+
+// DMAvailableRequest asks whether the helper can use device-mapper.
+type DMAvailableRequest struct{}
+
+// DMAvailableResponse says whether device-mapper can be used; when it cannot, Reason
+// says what is missing and how to get it. Unavailability is an answer, not a failure.
+type DMAvailableResponse struct {
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// DMCreateRequest creates a device-mapper device for one VM's dm-snapshot disk. Name
+// must be this root's: DMPrefix(disks dir) + VMID, or that + ".origin". Table must
+// have exactly the shape the disk layer makes (internal/disk/dmtable.go), with
+// single spaces, decimal sectors and newline-separated lines:
+//
+//	NAME.origin:  0 B linear BASELOOP OFFSET      B Z zero
+//	NAME:         0 S snapshot ORIGIN COWLOOP P CHUNK
+//
+// BASELOOP is a read-only banger loop device, ORIGIN is BASELOOP or
+// /dev/mapper/NAME.origin (which must exist), COWLOOP a writable banger loop backed
+// under state/disks; loops must not already be held by a table, nor backed by a
+// deleted file. CHUNK is a power of two from 8 to 1024; lengths are positive and no
+// device exceeds MaxDMSectors. Anything else is refused.
+//
+// For a snapshot (not an origin), the helper then hands its node, /dev/mapper/NAME
+// and the /dev/dm-N behind it, to the owner, so that an unprivileged VMM (and
+// bangerd's e2fsck/resize2fs when a disk grows) can open it. Its data are the
+// owner's own files (the base and the COW), so this gives the owner nothing it did
+// not have. If that fails the device is removed again.
+type DMCreateRequest struct {
+	Name  string `json:"name"`
+	Table string `json:"table"`
+}
+
+// DMCreateResponse names the device node, /dev/mapper/NAME.
+type DMCreateResponse struct {
+	Device string `json:"device"`
+}
+
+// DMRemoveRequest removes one of this root's device-mapper devices (a name DMCreate
+// would accept). A device that does not exist is not an error.
+type DMRemoveRequest struct {
+	Name string `json:"name"`
+}
+
+// DMRemoveResponse is empty on success.
+type DMRemoveResponse struct{}
+
+// DMListRequest lists this root's device-mapper devices.
+type DMListRequest struct{}
+
+// DMListResponse holds the names of the device-mapper devices that carry this root's
+// prefix; other devices on the host are left out.
+type DMListResponse struct {
+	Names []string `json:"names"`
+}
 
 // Error is the body of every non-2xx answer.
 type Error struct {

@@ -46,8 +46,9 @@ var bridgeNameRe = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]{0,14}$`)
 
 // ServerConfig is everything the helper's server needs, passed explicitly.
 type ServerConfig struct {
-	// Layout locates the socket (Layout.HelperSocket) and the root that bounds
-	// ChownToOwner.
+	// Layout locates the socket (Layout.HelperSocket), the root that bounds
+	// ChownToOwner, and the disks and images directories that bound the loop ops and
+	// name this root's device-mapper devices (DMPrefix).
 	Layout layout.Layout
 	// OwnerUID is the only uid allowed to call the helper (checked with SO_PEERCRED),
 	// and with OwnerGID the owner of the socket, of taps and of chowned files.
@@ -59,13 +60,18 @@ type ServerConfig struct {
 	BridgePrefix netip.Prefix
 	// MTU of taps the helper creates (network.mtu).
 	MTU int
-	// Net and Resolver do the kernel work, after validation. Never nil.
+	// Net, Resolver and Block do the kernel work, after validation. Never nil.
 	Net      NetOps
 	Resolver ResolverOps
+	Block    BlockOps
 	// Audit receives exactly one line per call (see NewAuditLogger). Never nil.
 	Audit *slog.Logger
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
+
+	// devices locates /dev/mapper, /dev and /sys/dev/block for DMCreate's chown; the
+	// zero value means the real ones. Tests point it at a temporary tree.
+	devices devPaths
 }
 
 func (c ServerConfig) check() error {
@@ -82,8 +88,8 @@ func (c ServerConfig) check() error {
 		return fmt.Errorf("helper server: bridge address %v is the network or broadcast address: fix network.bridge_cidr in %s", c.BridgePrefix, c.Layout.ConfigPath())
 	case c.MTU < MinMTU || c.MTU > MaxMTU:
 		return fmt.Errorf("helper server: mtu %d out of range %d-%d: fix network.mtu in %s", c.MTU, MinMTU, MaxMTU, c.Layout.ConfigPath())
-	case c.Net == nil || c.Resolver == nil:
-		return errors.New("helper server: Net and Resolver are required")
+	case c.Net == nil || c.Resolver == nil || c.Block == nil:
+		return errors.New("helper server: Net, Resolver and Block are required")
 	case c.Audit == nil:
 		return errors.New("helper server: an audit logger is required: every privileged call is logged")
 	}
@@ -103,6 +109,12 @@ type Server struct {
 	handlers map[string]handler // immutable: the op table, see handlerTable
 	log      *slog.Logger       // never nil
 	srv      *http.Server       // immutable
+
+	// blockMu serialises the block ops that change the kernel's loop and
+	// device-mapper state: each checks its arguments against that state and then acts,
+	// and no other such call may change it in between (a loop detached and re-bound
+	// by someone else must not be detached on the strength of an earlier check).
+	blockMu sync.Mutex
 
 	mu sync.Mutex // guards all following fields
 	// socketPath and socketInfo identify the socket ListenAndServe created, so that
@@ -125,10 +137,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg: cfg,
 		v: validator{
-			root:     cfg.Layout.Root,
-			bridge:   cfg.Bridge,
-			prefix:   cfg.BridgePrefix,
-			ownerUID: cfg.OwnerUID,
+			root:      cfg.Layout.Root,
+			bridge:    cfg.Bridge,
+			prefix:    cfg.BridgePrefix,
+			ownerUID:  cfg.OwnerUID,
+			disksRel:  mustRel(cfg.Layout.Root, cfg.Layout.DisksDir()),
+			imagesRel: mustRel(cfg.Layout.Root, cfg.Layout.ImagesDir()),
+			dmPrefix:  DMPrefix(cfg.Layout.DisksDir()),
 		},
 		log:           log,
 		resolverState: "unknown: not requested since the helper started",
@@ -219,6 +234,17 @@ func (s *Server) checkPeer(p peerCred) *Error {
 			p.UID, s.cfg.OwnerUID, s.cfg.OwnerUID)}
 	}
 	return nil
+}
+
+// mustRel is dir relative to root, for directories the layout puts under its root.
+// Should Rel ever fail it returns dir itself: absolute, it matches no relative path,
+// so the loop ops would then refuse every file rather than accept a wrong one.
+func mustRel(root, dir string) string {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil {
+		return dir
+	}
+	return rel
 }
 
 func (s *Server) opNames() []string {

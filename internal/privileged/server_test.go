@@ -176,7 +176,7 @@ func TestClientHelperNotRunning(t *testing.T) {
 }
 
 func TestNewServerRefusesBadConfig(t *testing.T) {
-	h := &harness{net: &recordingNet{}, audit: &syncBuffer{}}
+	h := &harness{net: &recordingNet{}, block: newRecordingBlock(), audit: &syncBuffer{}}
 	base := func() ServerConfig {
 		c := h.serverConfig()
 		lay, err := layout.New(t.TempDir())
@@ -200,6 +200,7 @@ func TestNewServerRefusesBadConfig(t *testing.T) {
 		{"IPv6", func(c *ServerConfig) { c.BridgePrefix = netip.MustParsePrefix("fd00::1/64") }},
 		{"MTU", func(c *ServerConfig) { c.MTU = 100 }},
 		{"no net", func(c *ServerConfig) { c.Net = nil }},
+		{"no block", func(c *ServerConfig) { c.Block = nil }},
 		{"no audit", func(c *ServerConfig) { c.Audit = nil }},
 	}
 	for _, tc := range tests {

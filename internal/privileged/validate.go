@@ -28,13 +28,22 @@ const maxSymlinkHops = 40
 var dnsLabelRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // validator checks every request argument against the helper's configuration before
-// anything reaches the kernel. It only reads: the one filesystem access it makes is
-// resolving ChownToOwner paths. Immutable after construction.
+// anything reaches the kernel. It only reads: its filesystem accesses resolve
+// ChownToOwner and LoopAttach paths, and the block checks that need the kernel's
+// state (which loops are banger's, which dm devices exist) take it as arguments.
+// Immutable after construction.
 type validator struct {
 	root     string       // layout root: absolute, clean
 	bridge   string       // the configured bridge, the only one the helper touches
 	prefix   netip.Prefix // the bridge address with the guests' prefix
 	ownerUID int
+	// disksRel and imagesRel are the layout's disks and images directories relative
+	// to root (state/disks, state/images): the only places whose files the helper
+	// binds to loop devices.
+	disksRel, imagesRel string
+	// dmPrefix is DMPrefix of the layout's disks directory: every dm name this root
+	// may create or remove starts with it.
+	dmPrefix string
 }
 
 func invalidf(format string, args ...any) *Error {
@@ -175,21 +184,8 @@ type chownTarget struct {
 // after this check still cannot lead outside the root.
 func (v validator) chownToOwner(r *ChownToOwnerRequest) (chownTarget, *Error) {
 	p := r.Path
-	switch {
-	case p == "":
-		return chownTarget{}, invalidf("path is empty: send the absolute path of a file under %s", v.root)
-	case strings.IndexByte(p, 0) >= 0:
-		return chownTarget{}, invalidf("path %q contains a NUL byte", p)
-	case !filepath.IsAbs(p):
-		return chownTarget{}, invalidf("path %q is relative: send an absolute path under %s", p, v.root)
-	}
-	for _, el := range strings.Split(p, "/") {
-		if el == ".." {
-			return chownTarget{}, invalidf("path %q contains '..': send the plain path under %s", p, v.root)
-		}
-	}
-	if c := filepath.Clean(p); c != p {
-		return chownTarget{}, invalidf("path %q is not clean: send %q", p, c)
+	if e := checkPathSyntax(p, v.root); e != nil {
+		return chownTarget{}, e
 	}
 	realRoot, err := filepath.EvalSymlinks(v.root)
 	if err != nil {
@@ -229,6 +225,28 @@ func (v validator) chownToOwner(r *ChownToOwnerRequest) (chownTarget, *Error) {
 	return chownTarget{Root: realRoot, Rel: relReal}, nil
 }
 
+// checkPathSyntax refuses a path that is empty, holds a NUL byte, is relative,
+// contains '..' or is not clean. where says where the path should be, for the message.
+func checkPathSyntax(p, where string) *Error {
+	switch {
+	case p == "":
+		return invalidf("path is empty: send the absolute path of a file under %s", where)
+	case strings.IndexByte(p, 0) >= 0:
+		return invalidf("path %q contains a NUL byte", p)
+	case !filepath.IsAbs(p):
+		return invalidf("path %q is relative: send an absolute path under %s", p, where)
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return invalidf("path %q contains '..': send the plain path under %s", p, where)
+		}
+	}
+	if c := filepath.Clean(p); c != p {
+		return invalidf("path %q is not clean: send %q", p, c)
+	}
+	return nil
+}
+
 // fileFacts is what the ChownToOwner rules look at, from lstat or from fstat.
 type fileFacts struct {
 	mode  fs.FileMode
@@ -263,6 +281,8 @@ func (v validator) checkChownFile(p string, f fileFacts) *Error {
 
 func fileKind(m fs.FileMode) string {
 	switch {
+	case m.IsRegular():
+		return "regular file"
 	case m.IsDir():
 		return "directory"
 	case m&fs.ModeSymlink != 0:

@@ -127,4 +127,5 @@ func Cleanup() {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	binDir, built = "", map[string]bool{} // a later Binary call builds afresh
 }
