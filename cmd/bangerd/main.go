@@ -20,6 +20,7 @@ import (
 	"banger/internal/layout"
 	"banger/internal/linuxnet"
 	"banger/internal/privileged"
+	"banger/internal/system"
 )
 
 func main() {
@@ -33,6 +34,7 @@ func run() error {
 	var (
 		rootFlag  = flag.String("root", "", "banger's root directory (default $"+layout.EnvRoot+" or "+layout.DefaultRoot+")")
 		logFormat = flag.String("log-format", "text", "log format: text or json")
+		agentFlag = flag.String("agent", "", "guest agent binary injected into images (default: banger-agent beside bangerd)")
 	)
 	flag.Parse()
 	log, err := newLogger(*logFormat)
@@ -56,7 +58,15 @@ func run() error {
 	if err := l.Create(-1, -1); err != nil {
 		return err
 	}
-	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: privileged.NewClient(l.HelperSocket()), Logger: log})
+	agent := *agentFlag
+	if agent == "" {
+		if p, err := system.FindBinary("banger-agent"); err == nil {
+			agent = p
+		} else {
+			log.Warn("guest agent not found; image pulls will fail until it is installed", "err", err)
+		}
+	}
+	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: privileged.NewClient(l.HelperSocket()), Logger: log, AgentPath: agent})
 	if err != nil {
 		return err
 	}

@@ -64,21 +64,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w (no daemon at %s): start it with `banger system run` (as root), or pass the right --root", ErrDaemonDown, c.socket)
-		}
-		if errors.Is(err, syscall.EACCES) {
-			return fmt.Errorf("bangerd socket %s: permission denied: run banger as the owner the daemon was started for", c.socket)
-		}
-		return fmt.Errorf("bangerd %s %s: %w", method, path, err)
+		return c.transportError(method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		var e Error
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e); err != nil || e.Message == "" {
-			return fmt.Errorf("bangerd %s %s: HTTP %d", method, path, resp.StatusCode)
-		}
-		return &e
+		return decodeError(resp, method, path)
 	}
 	if out == nil {
 		return nil
@@ -87,4 +77,24 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("bangerd %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// transportError explains a failure to reach the daemon.
+func (c *Client) transportError(method, path string, err error) error {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w (no daemon at %s): start it with `banger system run` (as root), or pass the right --root", ErrDaemonDown, c.socket)
+	}
+	if errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("bangerd socket %s: permission denied: run banger as the owner the daemon was started for", c.socket)
+	}
+	return fmt.Errorf("bangerd %s %s: %w", method, path, err)
+}
+
+// decodeError turns a non-2xx answer into its *Error.
+func decodeError(resp *http.Response, method, path string) error {
+	var e Error
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e); err != nil || e.Message == "" {
+		return fmt.Errorf("bangerd %s %s: HTTP %d", method, path, resp.StatusCode)
+	}
+	return &e
 }

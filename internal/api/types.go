@@ -87,4 +87,8 @@ const (
 	CodeConflict = "conflict"  // 409: exists already, or in use
 	CodeInternal = "internal"  // 500
 	CodeNoHelper = "helper_unavailable"
+	// CodeUnavailable (503): something banger needs is not reachable or missing
+	// (a registry, the guest agent binary).
+	CodeUnavailable = "unavailable"
+	CodeNoSpace     = "no_space" // 507: the host disk is full
 )

@@ -14,6 +14,8 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/hostnetwork"
+	"banger/internal/image"
+	"banger/internal/imageservice"
 	"banger/internal/layout"
 	"banger/internal/store"
 	"banger/internal/vmdns"
@@ -27,6 +29,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Upstreams overrides the DNS forwarders (tests); nil means the host's resolvers.
 	Upstreams []string
+	// AgentPath is the guest agent binary injected into images; "" leaves image
+	// pulls and imports refusing with a message that says how to fix it.
+	AgentPath string
 }
 
 // Daemon is an open bangerd. Build it with Open; Close it once.
@@ -35,9 +40,10 @@ type Daemon struct {
 	log     *slog.Logger
 	started time.Time
 
-	store *store.Store         // immutable after Open; never nil
-	dns   *vmdns.Server        // immutable after Open; never nil
-	net   *hostnetwork.Service // immutable after Open; never nil
+	store  *store.Store          // immutable after Open; never nil
+	dns    *vmdns.Server         // immutable after Open; never nil
+	net    *hostnetwork.Service  // immutable after Open; never nil
+	images *imageservice.Service // immutable after Open; never nil
 }
 
 // Open recovers bangerd's state: it opens the store, makes sure the bridge and NAT
@@ -62,6 +68,10 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { _ = d.store.Close() })
+
+	if d.images, err = openImages(o, d.store, log); err != nil {
+		return nil, err
+	}
 
 	listen, err := o.Config.DNSListen()
 	if err != nil {
@@ -109,6 +119,29 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	log.Info("bangerd open", "root", o.Layout.Root, "bridge", o.Config.Network.Bridge, "dns", listen, "pid", os.Getpid())
 	return d, nil
+}
+
+// openImages builds the ImageService. Missing image tools or agent do not stop the
+// daemon: the service explains them when asked for an image.
+func openImages(o Options, st *store.Store, log *slog.Logger) (*imageservice.Service, error) {
+	builder, berr := image.New(image.Config{Logger: log.With("component", "image")})
+	var agent imageservice.Agent
+	if o.AgentPath != "" {
+		a, err := imageservice.AgentFromFile(o.AgentPath)
+		if err != nil {
+			log.Warn("guest agent unusable; image pulls will fail until it is installed", "err", err)
+		} else {
+			agent = a
+		}
+	}
+	deps := imageservice.Deps{Store: st, ImagesDir: o.Layout.ImagesDir(), Agent: agent, Logger: log.With("component", "images")}
+	if berr == nil {
+		deps.Builder = builder
+	} else {
+		deps.BuilderErr = berr
+		log.Warn("image tools missing; image pulls will fail", "err", berr)
+	}
+	return imageservice.New(deps)
 }
 
 // rebuildDNS replaces the DNS records with one per VM whose VMM is alive, so names

@@ -12,6 +12,8 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/buildinfo"
+	"banger/internal/image"
+	"banger/internal/imageservice"
 	"banger/internal/store"
 )
 
@@ -19,8 +21,19 @@ import (
 // or an error, which writeError translates to a wire code once, here at the edge.
 func (d *Daemon) handlers() map[string]func(*http.Request) (any, error) {
 	return map[string]func(*http.Request) (any, error){
-		"GET " + api.PathVersion: d.getVersion,
-		"GET " + api.PathStatus:  d.getStatus,
+		"GET " + api.PathVersion:            d.getVersion,
+		"GET " + api.PathStatus:             d.getStatus,
+		"GET " + api.PathImages:             d.listImages,
+		"GET " + api.PathImage + "{ref}":    d.getImage,
+		"DELETE " + api.PathImage + "{ref}": d.deleteImage,
+	}
+}
+
+// streamHandlers answer long work (pulls, imports, boots) with NDJSON progress.
+func (d *Daemon) streamHandlers() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"POST " + api.PathImagePull:   d.pullImage,
+		"POST " + api.PathImageImport: d.importImage,
 	}
 }
 
@@ -38,6 +51,9 @@ func (d *Daemon) Handler() http.Handler {
 			_ = json.NewEncoder(w).Encode(v)
 		})
 	}
+	for pattern, h := range d.streamHandlers() {
+		mux.HandleFunc(pattern, h)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, r, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint " + r.Method + " " + r.URL.Path + ": is banger newer than bangerd? restart bangerd"})
 	})
@@ -45,26 +61,45 @@ func (d *Daemon) Handler() http.Handler {
 }
 
 func (d *Daemon) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-	case errors.Is(err, store.ErrNotFound):
-		ae = &api.Error{Code: api.CodeNotFound, Message: err.Error()}
-	case errors.Is(err, store.ErrExists):
-		ae = &api.Error{Code: api.CodeConflict, Message: err.Error()}
-	default:
-		ae = &api.Error{Code: api.CodeInternal, Message: err.Error()}
-	}
-	status := map[string]int{api.CodeInvalid: 400, api.CodeNotFound: 404, api.CodeConflict: 409, api.CodeNoHelper: 503}[ae.Code]
+	ae := d.apiError(r, err)
+	status := map[string]int{
+		api.CodeInvalid: 400, api.CodeNotFound: 404, api.CodeConflict: 409,
+		api.CodeUnavailable: 503, api.CodeNoHelper: 503, api.CodeNoSpace: 507,
+	}[ae.Code]
 	if status == 0 {
 		status = http.StatusInternalServerError
-	}
-	if status >= 500 {
-		d.log.Error("api", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(ae)
+}
+
+// apiError translates a service error to its wire code, once, here at the edge.
+// Messages pass through: services already say what went wrong and what to do.
+func (d *Daemon) apiError(r *http.Request, err error) *api.Error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	code := api.CodeInternal
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, image.ErrNotFound):
+		code = api.CodeNotFound
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrInUse):
+		code = api.CodeConflict
+	case errors.Is(err, image.ErrBadReference), errors.Is(err, image.ErrNotImage), errors.Is(err, image.ErrUnsafe),
+		errors.Is(err, image.ErrPlatform), errors.Is(err, image.ErrTooLarge), errors.Is(err, image.ErrCorruptLayer),
+		errors.Is(err, image.ErrUnauthorized), errors.Is(err, os.ErrNotExist):
+		code = api.CodeInvalid
+	case errors.Is(err, image.ErrUnreachable), errors.Is(err, imageservice.ErrNoAgent):
+		code = api.CodeUnavailable
+	case errors.Is(err, image.ErrNoSpace), errors.Is(err, image.ErrImageFull):
+		code = api.CodeNoSpace
+	}
+	if code == api.CodeInternal {
+		d.log.Error("api", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	return &api.Error{Code: code, Message: err.Error()}
 }
 
 func (d *Daemon) getVersion(*http.Request) (any, error) {

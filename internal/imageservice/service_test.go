@@ -1,0 +1,196 @@
+package imageservice_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"banger/internal/image"
+	"banger/internal/imageservice"
+	"banger/internal/store"
+)
+
+type fixture struct {
+	st      *store.Store
+	builder *image.Builder
+	dir     string // images dir
+	tree    string // a rootfs directory to import
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	b, err := image.New(image.Config{})
+	if err != nil {
+		t.Skipf("image tools missing (install e2fsprogs): %v", err)
+	}
+	ctx := context.Background()
+	root := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(root, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tree := filepath.Join(root, "tree")
+	for p, body := range map[string]string{"etc/os-release": "ID=test\n", "bin/hello": "#!/bin/sh\necho hi\n"} {
+		if err := os.MkdirAll(filepath.Join(tree, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tree, p), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &fixture{st: st, builder: b, dir: filepath.Join(root, "images"), tree: tree}
+}
+
+func (f *fixture) agent(t *testing.T, content string) imageservice.Agent {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "banger-agent")
+	if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a, err := imageservice.AgentFromFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (f *fixture) service(t *testing.T, a imageservice.Agent) *imageservice.Service {
+	t.Helper()
+	s, err := imageservice.New(imageservice.Deps{Store: f.st, Builder: f.builder, ImagesDir: f.dir, Agent: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (f *fixture) files(t *testing.T) []string {
+	t.Helper()
+	ents, _ := os.ReadDir(f.dir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func (f *fixture) readAgent(t *testing.T, img store.Image) string {
+	t.Helper()
+	b, err := f.builder.ReadFile(context.Background(), img.Path, imageservice.AgentBinaryPath, 1<<20)
+	if err != nil {
+		t.Fatalf("read agent from %s: %v", img.Path, err)
+	}
+	return string(b)
+}
+
+func TestImportReuseReinjectRemove(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	a1 := f.agent(t, "agent-v1")
+	svc := f.service(t, a1)
+
+	res, err := svc.Import(ctx, f.tree, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := res.Image
+	if res.Reused || img.Kind != string(image.KindRootfsDir) || !slices.Equal(img.Tags, []string{"tree"}) || img.AgentVersion != a1.Version {
+		t.Fatalf("first import = %+v (reused %v); want a new rootfs-dir image tagged tree with agent %s", img, res.Reused, a1.Version)
+	}
+	if got := f.readAgent(t, img); got != "agent-v1" {
+		t.Errorf("agent in image = %q, want the injected binary", got)
+	}
+	ver, err := f.builder.ReadFile(ctx, img.Path, imageservice.AgentVersionPath, 1024)
+	if err != nil || strings.TrimSpace(string(ver)) != a1.Version {
+		t.Errorf("agent version stamp = %q, %v; want %s", ver, err, a1.Version)
+	}
+
+	// The same content again: nothing converted, one more tag.
+	again, err := svc.Import(ctx, f.tree, "mine", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Reused || again.Image.Path != img.Path || !slices.Contains(again.Image.Tags, "mine") {
+		t.Errorf("second import = %+v (reused %v); want the same file, reused, tagged mine", again.Image, again.Reused)
+	}
+	if got := f.files(t); len(got) != 1 {
+		t.Errorf("images dir = %v, want one file", got)
+	}
+
+	// A newer agent: re-injected into a new file, the old one removed (no VM uses it).
+	a2 := f.agent(t, "agent-v2")
+	svc2 := f.service(t, a2)
+	up, err := svc2.EnsureAgent(ctx, "tree")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.AgentVersion != a2.Version || up.Path == img.Path || f.readAgent(t, up) != "agent-v2" {
+		t.Errorf("after EnsureAgent: %+v; want agent %s in a new file", up, a2.Version)
+	}
+	if _, err := os.Stat(img.Path); !os.IsNotExist(err) {
+		t.Errorf("old image file %s still there", img.Path)
+	}
+
+	// A VM made from it blocks rm, naming the VM; --force untags and keeps the file.
+	if err := f.st.PutKernel(ctx, store.Kernel{ID: "k", Name: "k", Path: "/k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.CreateVM(ctx, store.VM{ID: "abcd0001", Name: "web", ImageID: up.ID, KernelID: "k", State: store.VMCreated, CPUs: 1, MemoryMiB: 128, Driver: "qemu"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc2.Remove(ctx, "tree", false)
+	if !errors.Is(err, imageservice.ErrInUse) || !strings.Contains(err.Error(), "web") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("rm of an image in use: %v; want ErrInUse naming web and --force", err)
+	}
+	rr, err := svc2.Remove(ctx, "tree", true)
+	if err != nil || rr.Removed || !slices.Equal(rr.KeptFor, []string{"web"}) || len(rr.Untagged) != 2 {
+		t.Fatalf("rm --force = %+v, %v; want untagged, kept for web", rr, err)
+	}
+	if _, err := os.Stat(up.Path); err != nil {
+		t.Errorf("image file removed while VM web uses it: %v", err)
+	}
+	if err := f.st.DeleteVM(ctx, "abcd0001"); err != nil {
+		t.Fatal(err)
+	}
+	rr, err = svc2.Remove(ctx, up.ID, false)
+	if err != nil || !rr.Removed {
+		t.Fatalf("rm after the VM is gone = %+v, %v", rr, err)
+	}
+	if got := f.files(t); len(got) != 0 {
+		t.Errorf("images dir after rm = %v, want empty", got)
+	}
+}
+
+func TestImportFailuresLeaveNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	tests := []struct {
+		name  string
+		agent imageservice.Agent
+		path  string
+		want  string
+	}{
+		{"no agent", imageservice.Agent{}, f.tree, "banger-agent not found"},
+		{"missing path", f.agent(t, "a"), "/nonexistent/rootfs.tar", "/nonexistent/rootfs.tar"},
+		{"relative path", f.agent(t, "a"), "rootfs.tar", "must be absolute"},
+		{"not an image", f.agent(t, "a"), "/etc/hostname", "hostname"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := f.service(t, tt.agent).Import(ctx, tt.path, "", nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Import(%s) = %v, want an error mentioning %q", tt.path, err, tt.want)
+			}
+			if got := f.files(t); len(got) != 0 {
+				t.Errorf("left in images dir: %v", got)
+			}
+			if imgs, _ := f.st.ListImages(ctx); len(imgs) != 0 {
+				t.Errorf("left in the store: %+v", imgs)
+			}
+		})
+	}
+}
