@@ -27,6 +27,11 @@ missing=()
 for cmd in "${!pkgs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkgs[$cmd]}")
 done
+# A guest kernel for the QEMU driver: banger boots the host's /boot kernel with an
+# initramfs it generates from the matching /lib/modules.
+if ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
+  missing+=(linux-image-cloud-amd64)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   need_root
   echo "deps: installing ${missing[*]}"

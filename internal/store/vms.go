@@ -209,6 +209,22 @@ func (s *Store) UpdateVMState(ctx context.Context, id string, state VMState) err
 	})
 }
 
+// SetVMSpec replaces VM id's spec (the VM service's own JSON: env, published
+// ports, start-up timings).
+func (s *Store) SetVMSpec(ctx context.Context, id string, spec json.RawMessage) error {
+	sp, err := jsonOrEmpty(spec)
+	if err != nil {
+		return fmt.Errorf("vm %s: spec: %w", id, err)
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE vms SET spec = ?, updated_at = ? WHERE id = ?`, sp, stamp(s.now()), id)
+		if err != nil {
+			return fmt.Errorf("vm %s: set spec: %w", id, err)
+		}
+		return mustAffect(res, fmt.Sprintf("vm %s", id))
+	})
+}
+
 // SetVMDisk records the disk layer's JSON record of VM id's root disk.
 func (s *Store) SetVMDisk(ctx context.Context, id string, disk json.RawMessage) error {
 	d, err := jsonOrEmpty(disk)

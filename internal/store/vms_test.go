@@ -119,6 +119,13 @@ func TestVMLifecycle(t *testing.T) {
 	if got, _ := s.GetVM(ctx, "dev"); string(got.Disk) != string(diskRec) {
 		t.Errorf("disk record = %s, want %s", got.Disk, diskRec)
 	}
+	newSpec := json.RawMessage(`{"timings":{"total_ms":812}}`)
+	if err := s.SetVMSpec(ctx, dev.ID, newSpec); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetVM(ctx, "dev"); string(got.Spec) != string(newSpec) || string(got.Disk) != string(diskRec) {
+		t.Errorf("after SetVMSpec: spec %s disk %s; want %s and the disk kept", got.Spec, got.Disk, newSpec)
+	}
 
 	// Lookup by id, by name in another case, and misses.
 	lookups := []struct {
