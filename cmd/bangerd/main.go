@@ -66,7 +66,12 @@ func run() error {
 			log.Warn("guest agent not found; image pulls will fail until it is installed", "err", err)
 		}
 	}
-	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: privileged.NewClient(l.HelperSocket()), Logger: log, AgentPath: agent})
+	initBin, err := system.FindBinary("banger-init")
+	if err != nil {
+		log.Warn("banger-init not found; there is no default kernel until it is installed", "err", err)
+		initBin = ""
+	}
+	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: privileged.NewClient(l.HelperSocket()), Logger: log, AgentPath: agent, InitPath: initBin})
 	if err != nil {
 		return err
 	}

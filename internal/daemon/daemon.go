@@ -29,6 +29,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Upstreams overrides the DNS forwarders (tests); nil means the host's resolvers.
 	Upstreams []string
+	// InitPath is banger-init, the initramfs init of the default kernel; "" leaves
+	// no default kernel.
+	InitPath string
 	// AgentPath is the guest agent binary injected into images; "" leaves image
 	// pulls and imports refusing with a message that says how to fix it.
 	AgentPath string
@@ -40,10 +43,11 @@ type Daemon struct {
 	log     *slog.Logger
 	started time.Time
 
-	store  *store.Store          // immutable after Open; never nil
-	dns    *vmdns.Server         // immutable after Open; never nil
-	net    *hostnetwork.Service  // immutable after Open; never nil
-	images *imageservice.Service // immutable after Open; never nil
+	store   *store.Store          // immutable after Open; never nil
+	dns     *vmdns.Server         // immutable after Open; never nil
+	net     *hostnetwork.Service  // immutable after Open; never nil
+	images  *imageservice.Service // immutable after Open; never nil
+	kernels *imageservice.Kernels // immutable after Open; never nil
 }
 
 // Open recovers bangerd's state: it opens the store, makes sure the bridge and NAT
@@ -70,6 +74,9 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	undo = append(undo, func() { _ = d.store.Close() })
 
 	if d.images, err = openImages(o, d.store, log); err != nil {
+		return nil, err
+	}
+	if d.kernels, err = imageservice.NewKernels(imageservice.KernelDeps{Store: d.store, KernelsDir: o.Layout.KernelsDir(), InitBinary: o.InitPath}); err != nil {
 		return nil, err
 	}
 

@@ -14,6 +14,7 @@ import (
 	"banger/internal/buildinfo"
 	"banger/internal/image"
 	"banger/internal/imageservice"
+	"banger/internal/kernel"
 	"banger/internal/store"
 )
 
@@ -21,11 +22,16 @@ import (
 // or an error, which writeError translates to a wire code once, here at the edge.
 func (d *Daemon) handlers() map[string]func(*http.Request) (any, error) {
 	return map[string]func(*http.Request) (any, error){
-		"GET " + api.PathVersion:            d.getVersion,
-		"GET " + api.PathStatus:             d.getStatus,
-		"GET " + api.PathImages:             d.listImages,
-		"GET " + api.PathImage + "{ref}":    d.getImage,
-		"DELETE " + api.PathImage + "{ref}": d.deleteImage,
+		"GET " + api.PathVersion:             d.getVersion,
+		"GET " + api.PathStatus:              d.getStatus,
+		"GET " + api.PathImages:              d.listImages,
+		"GET " + api.PathImage + "{ref}":     d.getImage,
+		"DELETE " + api.PathImage + "{ref}":  d.deleteImage,
+		"GET " + api.PathKernels:             d.listKernels,
+		"GET " + api.PathKernel + "{ref}":    d.getKernel,
+		"DELETE " + api.PathKernel + "{ref}": d.deleteKernel,
+		"POST " + api.PathKernelImport:       d.importKernel,
+		"POST " + api.PathKernelPull:         d.pullKernel,
 	}
 }
 
@@ -87,6 +93,10 @@ func (d *Daemon) apiError(r *http.Request, err error) *api.Error {
 		code = api.CodeNotFound
 	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrInUse):
 		code = api.CodeConflict
+	case errors.Is(err, kernel.ErrNotKernel), errors.Is(err, kernel.ErrNotInitrd):
+		code = api.CodeInvalid
+	case errors.Is(err, kernel.ErrNotFound):
+		code = api.CodeNotFound
 	case errors.Is(err, image.ErrBadReference), errors.Is(err, image.ErrNotImage), errors.Is(err, image.ErrUnsafe),
 		errors.Is(err, image.ErrPlatform), errors.Is(err, image.ErrTooLarge), errors.Is(err, image.ErrCorruptLayer),
 		errors.Is(err, image.ErrUnauthorized), errors.Is(err, os.ErrNotExist):

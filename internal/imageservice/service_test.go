@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -192,5 +193,70 @@ func TestImportFailuresLeaveNothing(t *testing.T) {
 				t.Errorf("left in the store: %+v", imgs)
 			}
 		})
+	}
+}
+
+func TestKernelsImportDefaultRemove(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	hosts, _ := filepath.Glob("/boot/vmlinuz-*")
+	if len(hosts) == 0 {
+		t.Skip("no /boot kernel on this machine (scripts/deps.sh installs linux-image-cloud-amd64)")
+	}
+	dir := filepath.Join(t.TempDir(), "kernels")
+	initBin := filepath.Join(t.TempDir(), "banger-init")
+	if out, err := exec.Command("go", "build", "-o", initBin, "banger/cmd/banger-init").CombinedOutput(); err != nil {
+		t.Fatalf("build banger-init: %v\n%s", err, out)
+	}
+	ks, err := imageservice.NewKernels(imageservice.KernelDeps{Store: f.st, KernelsDir: dir, InitBinary: initBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	def, err := ks.Resolve(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(def.Name, "host-") || def.InitrdPath == "" || def.Version == "" {
+		t.Errorf("default kernel = %+v; want host-<release> with banger's initramfs", def)
+	}
+	if again, err := ks.Resolve(ctx, ""); err != nil || again.ID != def.ID {
+		t.Errorf("second Resolve(\"\") = %v, %v; want the same kernel %s", again.ID, err, def.ID)
+	}
+	_, ready, err := ks.Inspect(ctx, def.Name)
+	if err != nil || !strings.Contains(ready.QEMU, "ok") && ready.QEMU == "" {
+		t.Errorf("inspect = %+v, %v", ready, err)
+	}
+	if ready.Firecracker == "" {
+		t.Error("inspect says nothing about Firecracker")
+	}
+
+	// The same file imported by hand is the same kernel (content-addressed), and a
+	// text file is refused with nothing left behind.
+	if _, err := ks.Import(ctx, "/etc/hostname", "", "bogus"); err == nil || !strings.Contains(err.Error(), "not a Linux kernel") {
+		t.Errorf("import of a text file: %v; want 'not a Linux kernel'", err)
+	}
+	if _, err := ks.Resolve(ctx, "nosuch"); !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "banger kernel ls") {
+		t.Errorf("Resolve(nosuch) = %v; want not found with a hint", err)
+	}
+
+	// In use: refused, naming the VM; then removed with its files.
+	if err := f.st.PutImage(ctx, store.Image{ID: "sha256:" + strings.Repeat("b", 64), Path: "/i"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.CreateVM(ctx, store.VM{ID: "abcd0002", Name: "k-user", ImageID: "sha256:" + strings.Repeat("b", 64), KernelID: def.ID, State: store.VMCreated, CPUs: 1, MemoryMiB: 128, Driver: "qemu"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.Remove(ctx, def.ID); !errors.Is(err, store.ErrInUse) || !strings.Contains(err.Error(), "k-user") {
+		t.Errorf("rm of a kernel in use: %v; want ErrInUse naming k-user", err)
+	}
+	if err := f.st.DeleteVM(ctx, "abcd0002"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.Remove(ctx, def.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(def.Path); !os.IsNotExist(err) {
+		t.Errorf("kernel file %s left after rm", def.Path)
 	}
 }

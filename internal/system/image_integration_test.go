@@ -85,3 +85,47 @@ func fileUID(t *testing.T, path string) string {
 	out := testutil.Run(t, "stat", "-c", "%u", path)
 	return strings.TrimSpace(out)
 }
+
+// TestKernelCLI: the default kernel appears on first use is covered by the VM tests;
+// here `banger kernel import|ls|inspect|rm` on the host's /boot kernel through the
+// unprivileged daemon, and a bad file refused with nothing left.
+func TestKernelCLI(t *testing.T) {
+	hosts, _ := filepath.Glob("/boot/vmlinuz-*")
+	if len(hosts) == 0 {
+		t.Skip("no /boot kernel (scripts/deps.sh installs linux-image-cloud-amd64)")
+	}
+	e := newEnv(t, testConfig)
+	if out, err := e.banger("system", "run", "-d", "--owner", e.owner.Username); err != nil {
+		t.Fatalf("system run: %v\n%s", err, out)
+	}
+	// The daemon runs as the owner: give it a readable copy.
+	kpath := filepath.Join(e.root, "vmlinuz-test")
+	testutil.Run(t, "cp", hosts[0], kpath)
+	testutil.Run(t, "chmod", "0644", kpath)
+
+	out, err := e.banger("kernel", "import", kpath, "--name", "mykernel")
+	if err != nil || !strings.Contains(out, "mykernel") {
+		t.Fatalf("kernel import: %v\n%s", err, out)
+	}
+	if out, err := e.banger("kernel", "ls"); err != nil || !strings.Contains(out, "mykernel") {
+		t.Errorf("kernel ls: %v\n%s", err, out)
+	}
+	out, err = e.banger("kernel", "inspect", "mykernel")
+	if err != nil || !strings.Contains(out, "firecracker") || !strings.Contains(out, "qemu") {
+		t.Errorf("kernel inspect: %v\n%s", err, out)
+	}
+	bogus := filepath.Join(e.root, "notakernel")
+	if err := os.WriteFile(bogus, []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.banger("kernel", "import", bogus); err == nil || !strings.Contains(out, "not a Linux kernel") {
+		t.Errorf("import of a text file: err=%v, want 'not a Linux kernel'\n%s", err, out)
+	}
+	if out, err := e.banger("kernel", "rm", "mykernel"); err != nil || !strings.Contains(out, "removed mykernel") {
+		t.Errorf("kernel rm: %v\n%s", err, out)
+	}
+	ents, _ := os.ReadDir(filepath.Join(e.root, "state", "kernels"))
+	for _, ent := range ents {
+		t.Errorf("left in the kernels dir after rm: %s", ent.Name())
+	}
+}
