@@ -71,7 +71,8 @@ func run() error {
 		log.Warn("banger-init not found; there is no default kernel until it is installed", "err", err)
 		initBin = ""
 	}
-	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: privileged.NewClient(l.HelperSocket()), Logger: log, AgentPath: agent, InitPath: initBin})
+	helper := privileged.NewClient(l.HelperSocket())
+	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: helper, Block: privileged.NewBlockClient(helper), Logger: log, AgentPath: agent, InitPath: initBin})
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/config"
+	"banger/internal/disk"
 	"banger/internal/hostnetwork"
 	"banger/internal/image"
 	"banger/internal/imageservice"
@@ -29,6 +30,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Upstreams overrides the DNS forwarders (tests); nil means the host's resolvers.
 	Upstreams []string
+	// Block performs the disk layer's loop and device-mapper steps (the helper's
+	// BlockClient); nil leaves only the strategies that need no privilege.
+	Block disk.BlockOps
 	// InitPath is banger-init, the initramfs init of the default kernel; "" leaves
 	// no default kernel.
 	InitPath string
@@ -48,6 +52,7 @@ type Daemon struct {
 	net     *hostnetwork.Service  // immutable after Open; never nil
 	images  *imageservice.Service // immutable after Open; never nil
 	kernels *imageservice.Kernels // immutable after Open; never nil
+	disks   *diskLayer            // immutable after Open; never nil
 }
 
 // Open recovers bangerd's state: it opens the store, makes sure the bridge and NAT
@@ -75,6 +80,12 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 
 	if d.images, err = openImages(o, d.store, log); err != nil {
 		return nil, err
+	}
+	d.disks = newDiskLayer(disk.Config{DisksDir: o.Layout.DisksDir(), ImagesDir: o.Layout.ImagesDir(), Ops: o.Block, Logger: log.With("component", "disk")})
+	if vms, err := d.store.ListVMs(ctx); err != nil {
+		return nil, err
+	} else if err := d.disks.reap(ctx, vms); err != nil {
+		log.Warn("reap leftover disk devices", "err", err) // not fatal: VMs still work
 	}
 	if d.kernels, err = imageservice.NewKernels(imageservice.KernelDeps{Store: d.store, KernelsDir: o.Layout.KernelsDir(), InitBinary: o.InitPath}); err != nil {
 		return nil, err
