@@ -51,7 +51,10 @@ func mustRun(t *testing.T, name string, args ...string) {
 	}
 }
 
-func startNSGuest(t *testing.T, workload initsys.Workload) *nsGuest {
+// startNSGuest boots the agent as init in namespaces. A nil workload means no
+// /etc/banger/init.json at all (an image run without a command); extra flags are
+// passed to init after the defaults and override them.
+func startNSGuest(t *testing.T, workload *initsys.Workload, extra ...string) *nsGuest {
 	t.Helper()
 	requireNamespaces(t)
 	var rb [3]byte
@@ -82,16 +85,19 @@ func startNSGuest(t *testing.T, workload initsys.Workload) *nsGuest {
 	if err := os.Mkdir(filepath.Join(g.dir, "etc"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	wl, _ := json.Marshal(workload)
 	wlPath := filepath.Join(g.dir, "init.json")
-	if err := os.WriteFile(wlPath, wl, 0o644); err != nil {
-		t.Fatal(err)
+	if workload != nil {
+		wl, _ := json.Marshal(workload)
+		if err := os.WriteFile(wlPath, wl, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	g.cmd = exec.Command("ip", "netns", "exec", g.netns,
+	args := []string{"netns", "exec", g.netns,
 		"unshare", "--mount", "--pid", "--uts", "--fork", "--propagation", "private",
 		bin, "init", "-cmdline", cmdline, "-etc-dir", filepath.Join(g.dir, "etc"), "-workload", wlPath,
 		"-keep-root-rw", "-stop-timeout", "2s", "-log-level", "debug",
-		"-control-unix", g.sock, "-control-serial", "", "-control-vsock", "0", "-ssh-listen", "")
+		"-control-unix", g.sock, "-control-serial", "", "-control-vsock", "0", "-ssh-listen", ""}
+	g.cmd = exec.Command("ip", append(args, extra...)...)
 	lw := &logWriter{t: t, prefix: "guest: "}
 	g.cmd.Stdout, g.cmd.Stderr = lw, lw
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -155,7 +161,7 @@ func TestInitInNamespaces(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(markDir) })
 	mark := filepath.Join(markDir, "workload.pid")
-	g := startNSGuest(t, initsys.Workload{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo $$ > " + mark + "; exec sleep 1000"}})
+	g := startNSGuest(t, &initsys.Workload{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo $$ > " + mark + "; exec sleep 1000"}})
 	c := dialUnix(t, g.sock)
 
 	h, err := c.Health(ctxT(t))
@@ -233,14 +239,14 @@ func TestInitInNamespaces(t *testing.T) {
 }
 
 func TestInitWorkloadExitPowersOff(t *testing.T) {
-	g := startNSGuest(t, initsys.Workload{Entrypoint: []string{"sh", "-c", "sleep 0.3"}})
+	g := startNSGuest(t, &initsys.Workload{Entrypoint: []string{"sh", "-c", "sleep 0.3"}})
 	if sig := g.wait(t); sig != syscall.SIGINT {
 		t.Errorf("after the workload exited: got %v, want power-off (SIGINT)", sig)
 	}
 }
 
 func TestInitRebootOnRequest(t *testing.T) {
-	g := startNSGuest(t, initsys.Workload{})
+	g := startNSGuest(t, &initsys.Workload{})
 	c := dialUnix(t, g.sock)
 	if err := c.Shutdown(ctxT(t), proto.ActionReboot); err != nil {
 		t.Fatalf("Shutdown(reboot): %v", err)
@@ -289,7 +295,7 @@ func TestInitHandsOver(t *testing.T) {
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	g := startNSGuest(t, initsys.Workload{Handover: script})
+	g := startNSGuest(t, &initsys.Workload{Handover: script})
 	select {
 	case <-g.done:
 	case <-time.After(30 * time.Second):
@@ -307,7 +313,7 @@ func TestInitHandsOver(t *testing.T) {
 // TestInitRestartsAgentService: the agent service is the host's way in, so init
 // restarts it when it dies.
 func TestInitRestartsAgentService(t *testing.T) {
-	g := startNSGuest(t, initsys.Workload{})
+	g := startNSGuest(t, nil)
 	c := dialUnix(t, g.sock)
 	first := strings.TrimSpace(execOut(t, c, "sh", "-c", "echo $PPID"))
 	// kill the service from inside: this very session dies with it

@@ -17,6 +17,8 @@ import (
 
 	"banger/internal/agent/agenttest"
 	"banger/internal/agent/client"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // agentBin is the banger-agent binary the tests run, built once by TestMain the
@@ -177,7 +179,7 @@ func TestVersionMode(t *testing.T) {
 // sshFixture is the SSH material the host would provision.
 type sshFixture struct {
 	dir, hostKey, identity, knownHosts, passwd, home string
-	user                                             agenttest.Key
+	user, host                                       agenttest.Key
 	port                                             int
 }
 
@@ -186,14 +188,14 @@ func newSSHFixture(t *testing.T) *sshFixture {
 	dir := t.TempDir()
 	f := &sshFixture{dir: dir, hostKey: filepath.Join(dir, "host_key"), identity: filepath.Join(dir, "id"),
 		knownHosts: filepath.Join(dir, "known_hosts"), passwd: filepath.Join(dir, "passwd"), home: filepath.Join(dir, "home")}
-	host, err := agenttest.NewKey("host")
-	if err != nil {
+	var err error
+	if f.host, err = agenttest.NewKey("host"); err != nil {
 		t.Fatal(err)
 	}
 	if f.user, err = agenttest.NewKey("user"); err != nil {
 		t.Fatal(err)
 	}
-	if err := host.WritePrivate(f.hostKey); err != nil {
+	if err := f.host.WritePrivate(f.hostKey); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.user.WritePrivate(f.identity); err != nil {
@@ -211,10 +213,16 @@ func newSSHFixture(t *testing.T) *sshFixture {
 	}
 	f.port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	if err := os.WriteFile(f.knownHosts, []byte(agenttest.KnownHostsLine("127.0.0.1", f.port, host.Signer.PublicKey())+"\n"), 0o600); err != nil {
+	f.trust(t, f.host.Signer.PublicKey())
+	return f
+}
+
+// trust makes pub the one host key the ssh client accepts for the agent.
+func (f *sshFixture) trust(t *testing.T, pub ssh.PublicKey) {
+	t.Helper()
+	if err := os.WriteFile(f.knownHosts, []byte(agenttest.KnownHostsLine("127.0.0.1", f.port, pub)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return f
 }
 
 // sshAs runs the real OpenSSH client as a given login user.

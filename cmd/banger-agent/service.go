@@ -51,7 +51,7 @@ func registerServiceFlags(fs *flag.FlagSet, o *serviceOptions, level *string) {
 	fs.StringVar(&o.controlSerial, "control-serial", "auto", `serve the control API on this serial device; "auto": /dev/virtio-ports/`+proto.SerialPortName+` when present; "" disables`)
 	fs.IntVar(&o.controlVsock, "control-vsock", -1, "serve the control API on this vsock port; -1: "+strconv.Itoa(proto.DefaultVsockPort)+" when the guest has vsock; 0 disables")
 	fs.StringVar(&o.sshListen, "ssh-listen", ":22", `SSH listen address; "" disables SSH`)
-	fs.StringVar(&o.sshHostKey, "ssh-host-key", defaultHostKey, "SSH host key provisioned by the host (OpenSSH private key file)")
+	fs.StringVar(&o.sshHostKey, "ssh-host-key", defaultHostKey, "SSH host key (OpenSSH private key file); SSH listens once it exists, and the host's provision call writes it")
 	fs.StringVar(&o.authorizedKeys, "authorized-keys", defaultAuthorizedKeys, "file holding the keys SSH accepts; the host replaces it over the control API")
 	fs.StringVar(&o.passwd, "passwd", users.DefaultPasswd, "passwd file for login users")
 	fs.StringVar(&o.group, "group", users.DefaultGroup, "group file for supplementary groups")
@@ -88,7 +88,7 @@ func runService(ctx context.Context, o serviceOptions, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	sshSrv, keys, err := newSSHServer(o, db, log)
+	sshSvc, err := newSSHService(o, db, log)
 	if err != nil {
 		log.Error("SSH disabled", "err", err)
 	}
@@ -110,8 +110,8 @@ func runService(ctx context.Context, o serviceOptions, log *slog.Logger) error {
 			return nil
 		}
 	}
-	if keys != nil { // not a typed nil in the interface
-		cfg.Keys = keys
+	if sshSvc != nil { // not a typed nil in the interface
+		cfg.SSH = sshSvc
 	}
 	srv := server.New(cfg)
 
@@ -160,45 +160,43 @@ func runService(ctx context.Context, o serviceOptions, log *slog.Logger) error {
 		wg.Wait()
 		return errors.New("no control transport could start (no -control-unix, no /dev/vsock, no /dev/virtio-ports/" + proto.SerialPortName + "): the host could never reach this agent")
 	}
-	if sshSrv != nil {
-		if ln, err := net.Listen("tcp", o.sshListen); err != nil {
-			log.Error("SSH disabled", "err", fmt.Errorf("listen %s: %w", o.sshListen, err))
-		} else {
-			log.Info("ssh listening", "addr", ln.Addr().String())
-			serve("ssh", func() error { return sshSrv.Serve(ctx, ln) })
-		}
+	if sshSvc != nil {
+		serve("ssh", func() error { return sshSvc.Run(ctx) })
 	}
 	<-ctx.Done()
 	wg.Wait()
 	return errors.Join(failures...)
 }
 
-// newSSHServer builds the SSH server from its flags; nil, nil, nil when disabled.
-func newSSHServer(o serviceOptions, db users.DB, log *slog.Logger) (*sshd.Server, *sshd.KeyStore, error) {
+// newSSHService builds the SSH service from its flags; nil, nil when disabled. A
+// missing host key is normal (the host provisions it over the control API, and
+// SSH listens from then on); an unreadable one is logged and waits the same way.
+func newSSHService(o serviceOptions, db users.DB, log *slog.Logger) (*sshd.Service, error) {
 	if o.sshListen == "" {
-		return nil, nil, nil
+		return nil, nil
 	}
 	keys, err := sshd.NewKeyStore(o.authorizedKeys)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	hostKey, err := sshd.LoadHostKey(o.sshHostKey)
-	if err != nil {
-		// the key store still takes keys over the control API
-		return nil, keys, fmt.Errorf("%w (the host provisions it: pass -ssh-host-key, or -ssh-listen '' to run without SSH)", err)
+	hostKeys := sshd.NewHostKeyStore(o.sshHostKey)
+	if err := hostKeys.Load(); errors.Is(err, os.ErrNotExist) {
+		log.Info("no ssh host key yet; the host provisions it", "path", o.sshHostKey)
+	} else if err != nil {
+		log.Error("ssh host key unusable; waiting for the host to provision one", "err", err)
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, keys, fmt.Errorf("find own executable for the sftp helper: %w", err)
+		return nil, fmt.Errorf("find own executable for the sftp helper: %w", err)
 	}
 	srv, err := sshd.New(sshd.Config{
-		Logger: log.With("component", "ssh"), HostKey: hostKey, Keys: keys, Users: db,
+		Logger: log.With("component", "ssh"), HostKeys: hostKeys, Keys: keys, Users: db,
 		SFTPHelper: []string{self, "sftp-server"}, Version: buildinfo.Get(),
 	})
 	if err != nil {
-		return nil, keys, err
+		return nil, err
 	}
-	return srv, keys, nil
+	return sshd.NewService(srv, o.sshListen), nil
 }
 
 // serialPath resolves -control-serial: "auto" is the named virtio-serial port when

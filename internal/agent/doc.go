@@ -78,8 +78,11 @@
 //	put              → response; host sends a tar stream as data (D) frames and an
 //	                   end (F) frame; guest answers with status (S)
 //	get              → response; guest sends the tar as D frames, F, then status S
-//	shutdown         → response (accepted), then the guest powers off or reboots
-//	authorized_keys  → response {count}
+//	shutdown         → response (accepted); once the host closes the stream (or
+//	                   after 2s) the guest powers off or reboots
+//	provision        → response {host_key fingerprint, authorized_keys count, listen}
+//	authorized_keys  → response {count}   (provision with only the keys; kept for
+//	                   hosts that set keys alone)
 //
 // Error codes: bad_request, unknown_call, frame_too_large, not_found,
 // permission_denied, unsupported, internal (proto.Err* match them with errors.Is).
@@ -109,15 +112,35 @@
 // # SSH
 //
 // sshd (golang.org/x/crypto/ssh) accepts public keys only, and only those the host
-// set (the authorized_keys call, persisted to a file so they survive an agent
-// restart); the host key is provisioned by the host, so the host's known_hosts
-// entry is exact before the first connection. Sessions run the login user's
-// shell from /etc/passwd; pty, window changes, env, signals, exit status and
-// exit signal work as with OpenSSH; the sftp subsystem (github.com/pkg/sftp)
-// serves scp and sftp (in process for the agent's own user, otherwise through
-// `banger-agent sftp-server` started as the login user, so the kernel enforces
-// that user's permissions); direct-tcpip serves ssh -L. Legacy `scp -O` runs the
-// guest's own scp binary, as it does with OpenSSH's sshd.
+// set (persisted to a file so they survive an agent restart). The host key is the
+// host's too: bangerd makes it and writes its public half into its known_hosts, so
+// `ssh -o StrictHostKeyChecking=yes` works from the first connection, and the guest
+// never makes a key of its own.
+//
+// Both arrive over the control channel in one call, provision {host_key,
+// authorized_keys}, right after the handshake (client.Provision; SetHostKey and
+// SetAuthorizedKeys are its halves). The control channel rather than the disk,
+// because bangerd cannot always write into a guest's disk before boot (a qcow2
+// overlay); and not the kernel command line, which every process in the guest can
+// read. Both parts are validated before either is applied (garbage, a public key
+// or an encrypted private key is bad_request and changes nothing), the authorized
+// keys go in first, and the host key is written atomically, mode 0600, to
+// /etc/banger/ssh_host_ed25519_key (-ssh-host-key; any key type x/crypto/ssh
+// parses). SSH listens only once there is a host key: an agent that boots without
+// one does not listen at all (a client never meets a key it cannot verify) until
+// the provision call starts the listener, and a listen failure is that call's
+// error. A later key applies to new connections (each connection's configuration
+// is built with the key current when it arrives); open sessions keep theirs. An
+// agent restarted inside a running guest reads the key file and listens at once.
+// In init mode all of this lives in the service child, which also serves the
+// call, so it updates itself.
+//
+// Sessions run the login user's shell from /etc/passwd; pty, window changes, env,
+// signals, exit status and exit signal work as with OpenSSH; the sftp subsystem
+// (github.com/pkg/sftp) serves scp and sftp (in process for the agent's own user,
+// otherwise through `banger-agent sftp-server` started as the login user, so the
+// kernel enforces that user's permissions); direct-tcpip serves ssh -L. Legacy
+// `scp -O` runs the guest's own scp binary, as it does with OpenSSH's sshd.
 //
 // # Init (PID 1)
 //
@@ -128,11 +151,22 @@
 // service is restarted if it dies. The host's per-VM settings (hostname, address,
 // gateway, MTU, resolvers) come on the kernel command line as banger.* parameters
 // (initsys.ParseCmdline): they are there before any device is, under Firecracker
-// and QEMU alike, and the Debian kernel has no ip= autoconfiguration. The image's
-// entrypoint comes from /etc/banger/init.json, written by image conversion; the
-// guest powers off when it exits, or PID 1 hands over to the image's own init when
-// the file says so. Boot phases are timed and published in /run/banger/boot.json
-// for health. Shutdown (SIGTERM = power off; SIGINT from ctrl-alt-del or SIGUSR2
-// = reboot; the service signals PID 1 for the shutdown call): SIGTERM to every
-// process, SIGKILL after a timeout, sync, unmount, remount / read-only, reboot(2).
+// and QEMU alike, and the Debian kernel has no ip= autoconfiguration. Nothing
+// secret goes there (every guest process can read /proc/cmdline). With
+// banger.growroot=1 (the host grew the disk but not the filesystem in it, the
+// qcow2 case of disk.NeedsOnlineResize) PID 1 grows the mounted root ext4 to its
+// device with the EXT4_IOC_RESIZE_FS ioctl, as resize2fs does online, so images
+// need no e2fsprogs; a failure is logged and recorded in the boot phases, and the
+// boot goes on. The image's entrypoint comes from /etc/banger/init.json, written
+// by image conversion; the guest powers off when that workload exits, or PID 1
+// hands over to the image's own init when the file says so. Without the file (or
+// with no command in it) there is no workload: the guest keeps running, serving
+// the agent, until it is stopped (`banger vm run IMAGE` with no command); a
+// workload that cannot start is logged and the guest stays up to be looked at.
+// Only the exit of a workload that was started powers the guest off. Boot phases
+// are timed and published in /run/banger/boot.json for health.
+//
+// Shutdown (SIGTERM = power off; SIGINT from ctrl-alt-del or SIGUSR2 = reboot; the
+// service signals PID 1 for the shutdown call): SIGTERM to every process, SIGKILL
+// after a timeout, sync, unmount, remount / read-only, reboot(2).
 package agent

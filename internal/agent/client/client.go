@@ -196,6 +196,28 @@ func (c *Client) SetAuthorizedKeys(ctx context.Context, lines []string) (int, er
 	return r.Count, err
 }
 
+// Provision gives the guest its SSH material in one call, right after Dial: the
+// host key (whose public half the host has put in known_hosts) and the authorized
+// keys. Both are validated before either is applied; invalid material is refused
+// as proto.ErrBadRequest and changes nothing. A host key makes the guest's SSH
+// listen if it did not (an agent that booted without one), or serve new
+// connections with the new key. It returns the state after the call.
+func (c *Client) Provision(ctx context.Context, m proto.ProvisionArgs) (proto.ProvisionResult, error) {
+	var r proto.ProvisionResult
+	err := c.simple(ctx, proto.CallProvision, m, &r)
+	return r, err
+}
+
+// SetHostKey installs the guest's SSH host key, an unencrypted private key in
+// OpenSSH or PEM format (see Provision).
+func (c *Client) SetHostKey(ctx context.Context, privateKeyPEM []byte) error {
+	if len(privateKeyPEM) == 0 {
+		return fmt.Errorf("agent %s: empty host key", proto.CallProvision)
+	}
+	_, err := c.Provision(ctx, proto.ProvisionArgs{HostKey: string(privateKeyPEM)})
+	return err
+}
+
 // RawCall sends an arbitrary request and returns the agent's response error, if any.
 // It exists for tests and diagnostics of the protocol itself.
 func (c *Client) RawCall(ctx context.Context, name string, args json.RawMessage) error {

@@ -1,7 +1,8 @@
 // Package initsys is what banger-agent does as a guest's PID 1: mount the kernel
-// filesystems, set the hostname, bring up the network, write the resolver
-// configuration, link virtio-serial ports, start the agent service and the image's
-// workload, reap orphans, and shut the guest down cleanly.
+// filesystems, grow the root filesystem when the host asks, set the hostname,
+// bring up the network, write the resolver configuration, link virtio-serial
+// ports, start the agent service and the image's workload, reap orphans, and shut
+// the guest down cleanly.
 package initsys
 
 import (
@@ -26,6 +27,10 @@ import (
 //	banger.mtu=1500
 //	banger.dns=172.16.0.1[,...]    resolvers for /etc/resolv.conf
 //	banger.search=vm[,...]         search domains
+//	banger.growroot=1              grow the root ext4 online to fill its disk
+//
+// Nothing secret belongs here: the command line is readable by every process in
+// the guest (/proc/cmdline). SSH keys come over the control channel instead.
 type BootConfig struct {
 	Hostname string
 	Iface    string
@@ -34,6 +39,9 @@ type BootConfig struct {
 	MTU      int
 	DNS      []netip.Addr
 	Search   []string
+	// GrowRoot asks init to grow the root filesystem to its disk: the host made
+	// the disk larger but could not grow the filesystem in it (see GrowFS).
+	GrowRoot bool
 }
 
 // ParseCmdline extracts the banger.* parameters from a kernel command line. Other
@@ -75,6 +83,8 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 			}
 		case "banger.search":
 			c.Search = strings.Split(val, ",")
+		case "banger.growroot":
+			c.GrowRoot, err = strconv.ParseBool(val)
 		}
 		if err != nil {
 			return BootConfig{}, fmt.Errorf("kernel parameter %s: %w", f, err)

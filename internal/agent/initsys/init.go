@@ -197,6 +197,17 @@ func (in *Init) setup() (Workload, error) {
 		cfg, err = ParseCmdline(string(b))
 		return err
 	})
+	if cfg.GrowRoot {
+		// log-and-continue: a root that stays small is still a working guest
+		_ = in.phase("growroot", func() error {
+			g, err := GrowFS("/")
+			if err != nil {
+				return err
+			}
+			in.log.Info("root filesystem grown", "device", g.Device, "device_bytes", g.DeviceBytes, "before", g.Before, "after", g.After)
+			return nil
+		})
+	}
 	if cfg.Hostname != "" {
 		_ = in.phase("hostname", func() error {
 			if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {

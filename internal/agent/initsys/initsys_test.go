@@ -10,7 +10,7 @@ import (
 )
 
 func TestParseCmdline(t *testing.T) {
-	good := "console=ttyS0 reboot=k banger.hostname=dev banger.ip=172.16.0.5/24 banger.gw=172.16.0.1 banger.mtu=1400 banger.dns=172.16.0.1,1.1.1.1 banger.search=vm,example.org -- init-args"
+	good := "console=ttyS0 reboot=k banger.hostname=dev banger.ip=172.16.0.5/24 banger.gw=172.16.0.1 banger.mtu=1400 banger.dns=172.16.0.1,1.1.1.1 banger.search=vm,example.org banger.growroot=1 -- init-args"
 	c, err := ParseCmdline(good)
 	if err != nil {
 		t.Fatal(err)
@@ -19,13 +19,16 @@ func TestParseCmdline(t *testing.T) {
 		Hostname: "dev", Iface: "eth0",
 		Address: netip.MustParsePrefix("172.16.0.5/24"), Gateway: netip.MustParseAddr("172.16.0.1"), MTU: 1400,
 		DNS:    []netip.Addr{netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("1.1.1.1")},
-		Search: []string{"vm", "example.org"},
+		Search: []string{"vm", "example.org"}, GrowRoot: true,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
-	if c, err := ParseCmdline("quiet"); err != nil || c.Address.IsValid() || c.Iface != "eth0" {
-		t.Errorf("no banger parameters: got %+v, %v; want no network, eth0", c, err)
+	if c, err := ParseCmdline("quiet"); err != nil || c.Address.IsValid() || c.Iface != "eth0" || c.GrowRoot {
+		t.Errorf("no banger parameters: got %+v, %v; want no network, eth0, no growroot", c, err)
+	}
+	if c, err := ParseCmdline("banger.growroot=0"); err != nil || c.GrowRoot {
+		t.Errorf("banger.growroot=0: got %+v, %v; want no growroot", c, err)
 	}
 	bad := []struct{ cmdline, mention string }{
 		{"banger.ip=10.0.0.5", "banger.ip"},
@@ -34,6 +37,7 @@ func TestParseCmdline(t *testing.T) {
 		{"banger.dns=1.1.1.1,x", "banger.dns"},
 		{"banger.hostname=bad_name!", "banger.hostname"},
 		{"banger.gw=10.0.0.1", "without banger.ip"},
+		{"banger.growroot=yes-please", "banger.growroot"},
 	}
 	for _, b := range bad {
 		if _, err := ParseCmdline(b.cmdline); err == nil || !strings.Contains(err.Error(), b.mention) {

@@ -15,6 +15,7 @@ const (
 	CallGet            = "get"
 	CallShutdown       = "shutdown"
 	CallAuthorizedKeys = "authorized_keys"
+	CallProvision      = "provision"
 )
 
 // Request is the payload of the FrameRequest that opens a stream. Args is decoded
@@ -132,6 +133,35 @@ type AuthorizedKeysArgs struct {
 // AuthorizedKeysResult is the result of CallAuthorizedKeys.
 type AuthorizedKeysResult struct {
 	Count int `json:"count"`
+}
+
+// ProvisionArgs are the arguments of CallProvision: the SSH material the host
+// gives a guest right after the handshake. It is one call so that it is applied
+// all or nothing: both parts are validated before either is applied, and the
+// authorized keys are in place before SSH starts listening with the host key.
+// An absent part is left as it is; with neither, the call reports the state.
+type ProvisionArgs struct {
+	// HostKey is the SSH host key, an unencrypted private key in OpenSSH or PEM
+	// format (what ssh-keygen writes). The host has already recorded its public
+	// half in known_hosts, so the first connection is verified strictly. SSH
+	// starts listening once a host key is in place; a new key takes effect for new
+	// connections, while open sessions keep the key they were made with. Empty
+	// keeps the current key.
+	HostKey string `json:"host_key,omitempty"`
+	// AuthorizedKeys, when not nil, replaces the keys SSH accepts (as
+	// CallAuthorizedKeys does); a pointer to an empty list removes them all.
+	AuthorizedKeys *[]string `json:"authorized_keys,omitempty"`
+}
+
+// ProvisionResult is the result of CallProvision: the state after the call.
+type ProvisionResult struct {
+	// HostKey is the SHA256 fingerprint of the host key in use (as ssh-keygen -l
+	// prints it), empty when there is none yet.
+	HostKey string `json:"host_key,omitempty"`
+	// AuthorizedKeys is the number of distinct keys SSH accepts.
+	AuthorizedKeys int `json:"authorized_keys"`
+	// Listen is the address SSH listens on, empty while it does not.
+	Listen string `json:"listen,omitempty"`
 }
 
 // Error codes carried on the wire.

@@ -16,7 +16,6 @@ import (
 	"banger/internal/agent/proto"
 	"banger/internal/agent/users"
 
-	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,7 +68,7 @@ func (s *Server) exec(ctx context.Context, c *call) error {
 	}
 
 	if a.TTY {
-		master, slave, err := pty.Open()
+		master, slave, err := openPTY()
 		if err != nil {
 			return fmt.Errorf("exec %q: open pty: %w", a.Argv[0], err)
 		}
@@ -77,7 +76,7 @@ func (s *Server) exec(ctx context.Context, c *call) error {
 		if rows == 0 || cols == 0 {
 			rows, cols = 24, 80
 		}
-		if err := pty.Setsize(master, &pty.Winsize{Rows: rows, Cols: cols}); err != nil {
+		if err := setPTYSize(master, rows, cols); err != nil {
 			master.Close()
 			slave.Close()
 			return fmt.Errorf("exec %q: set pty size: %w", a.Argv[0], err)
@@ -308,7 +307,7 @@ func (s *Server) applyInput(p *process, f proto.Frame) error {
 		if p.tty == nil {
 			return nil // no terminal to resize; not an error, hosts resize blindly
 		}
-		if err := pty.Setsize(p.tty, &pty.Winsize{Rows: r.Rows, Cols: r.Cols}); err != nil {
+		if err := setPTYSize(p.tty, r.Rows, r.Cols); err != nil {
 			return fmt.Errorf("resize pty: %w", err)
 		}
 	case proto.FrameSignal:

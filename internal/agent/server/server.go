@@ -19,10 +19,11 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// KeySetter receives the authorized SSH keys the host sends. The SSH server's key
-// store implements it; nil in Config makes CallAuthorizedKeys unsupported.
-type KeySetter interface {
-	SetAuthorizedKeys(lines []string) (int, error)
+// SSH takes the SSH material the host provisions (sshd.Service implements it).
+// Provision reports invalid material as a *proto.Error with CodeBadRequest;
+// any other error is answered as internal.
+type SSH interface {
+	Provision(ctx context.Context, m proto.ProvisionArgs) (proto.ProvisionResult, error)
 }
 
 // Config holds the Server's dependencies.
@@ -40,8 +41,9 @@ type Config struct {
 	// Shutdown performs a shutdown or reboot; it is called after the host has been
 	// answered. Nil makes CallShutdown unsupported.
 	Shutdown func(action string) error
-	// Keys receives authorized SSH keys; nil makes CallAuthorizedKeys unsupported.
-	Keys KeySetter
+	// SSH receives the host key and authorized keys; nil (an agent without SSH)
+	// makes CallProvision and CallAuthorizedKeys unsupported.
+	SSH SSH
 	// HandshakeTimeout bounds the handshake on connection transports (unix, vsock),
 	// so that a peer that connects and says nothing does not hold a goroutine.
 	// Serial ports wait forever: the host may open its end at any time. Default 10s.
@@ -78,6 +80,7 @@ func New(cfg Config) *Server {
 		proto.CallGet:            s.get,
 		proto.CallShutdown:       s.shutdown,
 		proto.CallAuthorizedKeys: s.authorizedKeys,
+		proto.CallProvision:      s.provision,
 	}
 	return s
 }
@@ -251,6 +254,10 @@ func (s *Server) health(_ context.Context, c *call) error {
 	return c.respond(h)
 }
 
+// shutdownAnswerWait bounds how long a shutdown waits for the host to read the
+// answer.
+const shutdownAnswerWait = 2 * time.Second
+
 func (s *Server) shutdown(_ context.Context, c *call) error {
 	var a proto.ShutdownArgs
 	if err := c.decode(&a); err != nil {
@@ -266,7 +273,12 @@ func (s *Server) shutdown(_ context.Context, c *call) error {
 		return err
 	}
 	s.log.Info("shutdown requested by the host", "action", a.Action)
-	// the answer is out; the shutdown runs apart so this stream can close cleanly
+	// Start only once the host has closed its end (it has read the answer), or
+	// after shutdownAnswerWait: the session goes down with the guest, and a host
+	// whose session ends mid-call cannot tell "accepted" from "lost".
+	_ = c.stream.SetReadDeadline(time.Now().Add(shutdownAnswerWait))
+	_, _ = io.Copy(io.Discard, c.stream)
+	// the shutdown runs apart so this stream can close cleanly
 	go func() {
 		if err := s.cfg.Shutdown(a.Action); err != nil {
 			s.log.Error("shutdown failed", "action", a.Action, "err", err)
@@ -275,17 +287,34 @@ func (s *Server) shutdown(_ context.Context, c *call) error {
 	return nil
 }
 
-func (s *Server) authorizedKeys(_ context.Context, c *call) error {
+func (s *Server) authorizedKeys(ctx context.Context, c *call) error {
 	var a proto.AuthorizedKeysArgs
 	if err := c.decode(&a); err != nil {
 		return err
 	}
-	if s.cfg.Keys == nil {
+	if s.cfg.SSH == nil {
 		return proto.Errorf(proto.CodeUnsupported, "this agent runs no SSH server: authorized keys cannot be set")
 	}
-	n, err := s.cfg.Keys.SetAuthorizedKeys(a.Keys)
+	r, err := s.cfg.SSH.Provision(ctx, proto.ProvisionArgs{AuthorizedKeys: &a.Keys})
 	if err != nil {
-		return proto.Errorf(proto.CodeBadRequest, "authorized keys: %v", err)
+		return err
 	}
-	return c.respond(proto.AuthorizedKeysResult{Count: n})
+	return c.respond(proto.AuthorizedKeysResult{Count: r.AuthorizedKeys})
+}
+
+// provision installs the SSH host key and authorized keys the host made for this
+// guest. It comes right after the handshake, before anyone uses SSH.
+func (s *Server) provision(ctx context.Context, c *call) error {
+	var a proto.ProvisionArgs
+	if err := c.decode(&a); err != nil {
+		return err
+	}
+	if s.cfg.SSH == nil {
+		return proto.Errorf(proto.CodeUnsupported, "this agent runs no SSH server (started with -ssh-listen ''): nothing to provision")
+	}
+	r, err := s.cfg.SSH.Provision(ctx, a)
+	if err != nil {
+		return err
+	}
+	return c.respond(r)
 }

@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -80,6 +79,13 @@ func (ks *KeyStore) SetAuthorizedKeys(lines []string) (int, error) {
 	return len(keys), nil
 }
 
+// Count returns the number of distinct keys in the set.
+func (ks *KeyStore) Count() int {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return len(ks.keys)
+}
+
 // Authorized reports whether key is in the set.
 func (ks *KeyStore) Authorized(key ssh.PublicKey) bool {
 	ks.mu.RLock()
@@ -87,11 +93,13 @@ func (ks *KeyStore) Authorized(key ssh.PublicKey) bool {
 	return ks.keys[string(key.Marshal())]
 }
 
+// writeAtomic replaces path with data, mode 0600: a reader (or an agent restarted
+// after a crash) sees the old file or the new one, never a partial write.
 func writeAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".authorized_keys-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
@@ -103,19 +111,13 @@ func writeAtomic(path string, data []byte) error {
 	if err := errors.Join(tmp.Chmod(0o600), tmp.Sync(), tmp.Close()); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
-}
-
-// LoadHostKey reads the host key the host provisioned (an OpenSSH private key
-// file, unencrypted): the host wrote the matching known_hosts line before boot.
-func LoadHostKey(path string) (ssh.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("ssh host key: %w", err)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
 	}
-	s, err := ssh.ParsePrivateKey(bytes.TrimSpace(b))
+	// the rename itself is durable only once the directory is synced
+	dir, err := os.Open(filepath.Dir(path))
 	if err != nil {
-		return nil, fmt.Errorf("ssh host key %s: %w", path, err)
+		return err
 	}
-	return s, nil
+	return errors.Join(dir.Sync(), dir.Close())
 }

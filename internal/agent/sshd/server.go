@@ -22,8 +22,10 @@ import (
 type Config struct {
 	// Logger receives one line per connection and per refusal; nil discards.
 	Logger *slog.Logger
-	// HostKey is the key the host provisioned; never nil.
-	HostKey ssh.Signer
+	// HostKeys holds the key the host provisioned; never nil. Each connection
+	// uses the key current when it arrives; while there is none, connections are
+	// closed unanswered (Service listens only once there is one).
+	HostKeys *HostKeyStore
 	// Keys are the accepted client keys; never nil.
 	Keys *KeyStore
 	// Users resolves login names (the zero value reads /etc/passwd).
@@ -38,9 +40,9 @@ type Config struct {
 
 // Server accepts SSH connections.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	conf *ssh.ServerConfig
+	cfg     Config
+	log     *slog.Logger
+	version string // the SSH banner; immutable
 }
 
 // handshakeTimeout bounds key exchange and authentication, so a client that stalls
@@ -49,24 +51,30 @@ const handshakeTimeout = 30 * time.Second
 
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
-	if cfg.HostKey == nil || cfg.Keys == nil {
-		return nil, errors.New("sshd: a host key and a key store are required")
+	if cfg.HostKeys == nil || cfg.Keys == nil {
+		return nil, errors.New("sshd: a host key store and a key store are required")
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log}
 	version := "SSH-2.0-banger-agent"
 	if cfg.Version != "" {
 		version += "_" + sanitizeVersion(cfg.Version)
 	}
-	s.conf = &ssh.ServerConfig{
+	return &Server{cfg: cfg, log: log, version: version}, nil
+}
+
+// serverConfig is the configuration of one connection. It is built per
+// connection, so a host key set meanwhile applies to the next connection while
+// this one (rekeying included) keeps the key it started with.
+func (s *Server) serverConfig(hostKey ssh.Signer) *ssh.ServerConfig {
+	conf := &ssh.ServerConfig{
 		PublicKeyCallback: s.checkKey,
-		ServerVersion:     version,
+		ServerVersion:     s.version,
 	}
-	s.conf.AddHostKey(cfg.HostKey)
-	return s, nil
+	conf.AddHostKey(hostKey)
+	return conf
 }
 
 func sanitizeVersion(v string) string {
@@ -126,8 +134,13 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	hostKey := s.cfg.HostKeys.Signer()
+	if hostKey == nil {
+		s.log.Info("ssh connection closed: no host key provisioned yet", "remote", c.RemoteAddr())
+		return
+	}
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
-	conn, chans, reqs, err := ssh.NewServerConn(c, s.conf)
+	conn, chans, reqs, err := ssh.NewServerConn(c, s.serverConfig(hostKey))
 	if err != nil {
 		s.log.Info("ssh handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return

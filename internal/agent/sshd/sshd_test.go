@@ -21,6 +21,8 @@ import (
 	"banger/internal/agent/agenttest"
 	"banger/internal/agent/sshd"
 	"banger/internal/agent/users"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // env is an SSH server in process plus what the real OpenSSH client needs to reach
@@ -32,6 +34,7 @@ type env struct {
 	knownHosts string
 	identity   string
 	keys       *sshd.KeyStore
+	hostKeys   *sshd.HostKeyStore
 }
 
 func requireOpenSSH(t *testing.T) {
@@ -73,10 +76,11 @@ func newEnv(t *testing.T) *env {
 	if err := hostKey.WritePrivate(hostKeyPath); err != nil {
 		t.Fatal(err)
 	}
-	signer, err := sshd.LoadHostKey(hostKeyPath)
-	if err != nil {
-		t.Fatalf("LoadHostKey: %v", err)
+	hostKeys := sshd.NewHostKeyStore(hostKeyPath)
+	if err := hostKeys.Load(); err != nil {
+		t.Fatalf("load host key: %v", err)
 	}
+	signer := hostKeys.Signer()
 	user, err := agenttest.NewKey("user@test")
 	if err != nil {
 		t.Fatal(err)
@@ -93,11 +97,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("SetAuthorizedKeys: %v", err)
 	}
 	srv, err := sshd.New(sshd.Config{
-		Logger:  slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-		HostKey: signer,
-		Keys:    keys,
-		Users:   users.DB{PasswdPath: passwd, GroupPath: filepath.Join(dir, "group")},
-		Version: "test",
+		Logger:   slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		HostKeys: hostKeys,
+		Keys:     keys,
+		Users:    users.DB{PasswdPath: passwd, GroupPath: filepath.Join(dir, "group")},
+		Version:  "test",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +124,7 @@ func newEnv(t *testing.T) *env {
 	if err := os.WriteFile(knownHosts, []byte(agenttest.KnownHostsLine("127.0.0.1", port, signer.PublicKey())+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &env{port: port, home: home, dir: dir, knownHosts: knownHosts, identity: identity, keys: keys}
+	return &env{port: port, home: home, dir: dir, knownHosts: knownHosts, identity: identity, keys: keys, hostKeys: hostKeys}
 }
 
 // run runs an OpenSSH tool against the server and returns stdout, stderr and the
@@ -215,34 +219,24 @@ func TestSSHRefusals(t *testing.T) {
 		t.Errorf("unknown user: got exit %d stderr %q, want refused", code, errOut)
 	}
 	// a host key other than the provisioned one must make the client refuse
-	if err := os.WriteFile(e.knownHosts, []byte(agenttest.KnownHostsLine("127.0.0.1", e.port, other.Signer.PublicKey())+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.trust(t, other.Signer.PublicKey())
 	_, errOut, code = e.ssh(t, "true")
 	if code != 255 || !strings.Contains(errOut, "HOST IDENTIFICATION HAS CHANGED") {
 		t.Errorf("mismatched known_hosts: got exit %d stderr %q, want the client to refuse", code, errOut)
 	}
 	// the server is still serving
-	e2 := newEnvSameServer(e)
-	if out, _, code := e2.ssh(t, "echo still-here"); code != 0 || out != "still-here\n" {
+	e.trust(t, e.hostKeys.Signer().PublicKey())
+	if out, _, code := e.ssh(t, "echo still-here"); code != 0 || out != "still-here\n" {
 		t.Errorf("after refusals: got %q exit %d", out, code)
 	}
 }
 
-// newEnvSameServer restores e's correct known_hosts entry.
-func newEnvSameServer(e *env) *env {
-	return e.withKnownHostsFrom(filepath.Join(e.dir, "ssh_host_ed25519_key"))
-}
-
-func (e *env) withKnownHostsFrom(hostKeyPath string) *env {
-	signer, err := sshd.LoadHostKey(hostKeyPath)
-	if err != nil {
-		panic(err)
+// trust makes pub the one host key the client accepts.
+func (e *env) trust(t *testing.T, pub ssh.PublicKey) {
+	t.Helper()
+	if err := os.WriteFile(e.knownHosts, []byte(agenttest.KnownHostsLine("127.0.0.1", e.port, pub)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if err := os.WriteFile(e.knownHosts, []byte(agenttest.KnownHostsLine("127.0.0.1", e.port, signer.PublicKey())+"\n"), 0o600); err != nil {
-		panic(err)
-	}
-	return e
 }
 
 func writeRandom(t *testing.T, path string, size int) [32]byte {
