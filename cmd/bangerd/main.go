@@ -71,8 +71,11 @@ func run() error {
 		log.Warn("banger-init not found; there is no default kernel until it is installed", "err", err)
 		initBin = ""
 	}
+	bangerBin, _ := system.FindBinary("banger")
+	drv, defDriver := drivers(cfg, log)
 	helper := privileged.NewClient(l.HelperSocket())
-	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: helper, Block: privileged.NewBlockClient(helper), Logger: log, AgentPath: agent, InitPath: initBin})
+	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: helper, Block: privileged.NewBlockClient(helper), Logger: log, AgentPath: agent, InitPath: initBin, BangerPath: bangerBin,
+		Drivers: drv, DefaultDriver: defDriver})
 	if err != nil {
 		return err
 	}

@@ -91,4 +91,7 @@ const (
 	// (a registry, the guest agent binary).
 	CodeUnavailable = "unavailable"
 	CodeNoSpace     = "no_space" // 507: the host disk is full
+	// CodeNotReady (504): a VM did not become ready in time; the message carries
+	// the console's last lines.
+	CodeNotReady = "not_ready"
 )

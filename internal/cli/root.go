@@ -47,7 +47,7 @@ func NewRoot(env *Env) *cobra.Command {
 	root.PersistentFlags().StringVar(&env.rootFlag, "root", "", "banger's root directory (default $"+layout.EnvRoot+" or "+layout.DefaultRoot+")")
 	root.SetOut(env.Out)
 	root.SetErr(env.Err)
-	root.AddCommand(newVersionCmd(env), newSystemCmd(env), newImageCmd(env), newKernelCmd(env))
+	root.AddCommand(newVersionCmd(env), newSystemCmd(env), newImageCmd(env), newKernelCmd(env), newVMCmd(env), newSSHConfigCmd(env), newDoctorCmd(env))
 	return root
 }
 

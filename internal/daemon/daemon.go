@@ -18,8 +18,11 @@ import (
 	"banger/internal/image"
 	"banger/internal/imageservice"
 	"banger/internal/layout"
+	"banger/internal/portfwd"
 	"banger/internal/store"
 	"banger/internal/vmdns"
+	"banger/internal/vmm"
+	"banger/internal/vmservice"
 )
 
 // Options are the daemon's explicit dependencies.
@@ -33,6 +36,17 @@ type Options struct {
 	// Block performs the disk layer's loop and device-mapper steps (the helper's
 	// BlockClient); nil leaves only the strategies that need no privilege.
 	Block disk.BlockOps
+	// Drivers are the VMM drivers that can run here, by name; DefaultDriver is used
+	// when a create names none.
+	Drivers       map[string]vmm.Driver
+	DefaultDriver string
+	// Home is the owner's home directory (its ~/.ssh holds the SSH user key); ""
+	// is $HOME.
+	Home string
+	// BangerPath is the banger CLI, which banger's ssh_config runs as ProxyCommand.
+	BangerPath string
+	// ReadyTimeout bounds kernel start to agent ready; 0 is the VM service's default.
+	ReadyTimeout time.Duration
 	// InitPath is banger-init, the initramfs init of the default kernel; "" leaves
 	// no default kernel.
 	InitPath string
@@ -53,6 +67,13 @@ type Daemon struct {
 	images  *imageservice.Service // immutable after Open; never nil
 	kernels *imageservice.Kernels // immutable after Open; never nil
 	disks   *diskLayer            // immutable after Open; never nil
+	vms     *vmservice.Service    // immutable after Open; nil when no VMM driver can run here
+	fwd     *portfwd.Forwarder    // immutable after Open; never nil
+
+	// ctx lives as long as the daemon: long-lived work started by a request (an
+	// attach) outlives that request.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // Open recovers bangerd's state: it opens the store, makes sure the bridge and NAT
@@ -64,6 +85,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Daemon{opts: o, log: log, started: time.Now()}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -132,6 +154,10 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("dns server on %s: %w", listen, err)
 	}
 	undo = append(undo, func() { _ = d.dns.Close(context.Background()) })
+	if err := d.openVMs(ctx); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { d.vms.Close(); _ = d.fwd.Close() })
 	if err := d.rebuildDNS(ctx); err != nil {
 		return nil, err
 	}
@@ -160,6 +186,31 @@ func openImages(o Options, st *store.Store, log *slog.Logger) (*imageservice.Ser
 		log.Warn("image tools missing; image pulls will fail", "err", berr)
 	}
 	return imageservice.New(deps)
+}
+
+// openVMs builds the VMService over the other services and re-attaches to the
+// VMs that survived the last daemon.
+func (d *Daemon) openVMs(ctx context.Context) error {
+	ssh, err := openSSH(d.opts)
+	if err != nil {
+		return fmt.Errorf("ssh material: %w", err)
+	}
+	d.fwd = portfwd.New(portfwd.Config{Logger: d.log.With("component", "ports")})
+	drivers := d.opts.Drivers
+	if drivers == nil {
+		drivers = map[string]vmm.Driver{}
+	}
+	def := d.opts.DefaultDriver
+	d.vms, err = vmservice.New(vmservice.Deps{
+		Store: d.store, Images: d.images, Kernels: d.kernels, Network: d.net, DNS: d.dns, Disks: d.disks,
+		SSH: ssh, Ports: ports{d.fwd}, Drivers: drivers, DefaultDriver: def,
+		Layout: d.opts.Layout, Domain: d.opts.Config.DNS.Domain, MTU: d.opts.Config.Network.MTU,
+		ReadyTimeout: d.opts.ReadyTimeout, Logger: d.log.With("component", "vms"),
+	})
+	if err != nil {
+		return err
+	}
+	return d.vms.Open(ctx)
 }
 
 // rebuildDNS replaces the DNS records with one per VM whose VMM is alive, so names
@@ -199,6 +250,9 @@ func (d *Daemon) rebuildDNS(ctx context.Context) error {
 // Close stops the DNS server and background work and closes the store. VMs keep
 // running: their VMMs are not children of bangerd, and the next Open re-attaches.
 func (d *Daemon) Close(ctx context.Context) error {
+	d.cancel()
+	d.vms.Close()
+	_ = d.fwd.Close()
 	var errs []error
 	if err := d.dns.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("dns: %w", err))
@@ -215,6 +269,9 @@ func (d *Daemon) Close(ctx context.Context) error {
 
 // Network returns the HostNetwork service (for tests and the API).
 func (d *Daemon) Network() *hostnetwork.Service { return d.net }
+
+// VMs returns the VMService (for tests).
+func (d *Daemon) VMs() *vmservice.Service { return d.vms }
 
 // DNSAddr is where the DNS server listens.
 func (d *Daemon) DNSAddr() netip.AddrPort { return d.dns.Addr() }

@@ -101,7 +101,7 @@ func TestOpenRecoversAndCloseLeavesVMs(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: helper, Upstreams: []string{}})
+	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: helper, Upstreams: []string{}, Home: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +139,17 @@ func TestOpenRecoversAndCloseLeavesVMs(t *testing.T) {
 	}
 	if got := queryA(t, addr, "gone.vm."); got != "NXDOMAIN" {
 		t.Errorf("gone.vm = %q, want NXDOMAIN (its VMM died while bangerd was down)", got)
+	}
+
+	// The VM whose VMM died while bangerd was down is stopped and holds nothing;
+	// the live one is running and keeps its tap.
+	gone, err := d.VMs().Get(ctx, "gone")
+	if err != nil || gone.State != store.VMStopped || gone.Handle != nil {
+		t.Errorf("gone = state %s, handle %v, %v; want stopped with no handle", gone.State, gone.Handle, err)
+	}
+	web, err := d.VMs().Get(ctx, "web")
+	if err != nil || web.State != store.VMRunning || web.Handle == nil || web.Handle.Tap != "tap-pool-5" {
+		t.Errorf("web = state %s, handle %+v, %v; want running on tap-pool-5", web.State, web.Handle, err)
 	}
 
 	if err := d.Close(ctx); err != nil {

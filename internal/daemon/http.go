@@ -16,30 +16,39 @@ import (
 	"banger/internal/imageservice"
 	"banger/internal/kernel"
 	"banger/internal/store"
+	"banger/internal/vmservice"
 )
 
 // handlers is the whole API, one greppable table. Handlers return a value to encode
 // or an error, which writeError translates to a wire code once, here at the edge.
 func (d *Daemon) handlers() map[string]func(*http.Request) (any, error) {
 	return map[string]func(*http.Request) (any, error){
-		"GET " + api.PathVersion:             d.getVersion,
-		"GET " + api.PathStatus:              d.getStatus,
-		"GET " + api.PathImages:              d.listImages,
-		"GET " + api.PathImage + "{ref}":     d.getImage,
-		"DELETE " + api.PathImage + "{ref}":  d.deleteImage,
-		"GET " + api.PathKernels:             d.listKernels,
-		"GET " + api.PathKernel + "{ref}":    d.getKernel,
-		"DELETE " + api.PathKernel + "{ref}": d.deleteKernel,
-		"POST " + api.PathKernelImport:       d.importKernel,
-		"POST " + api.PathKernelPull:         d.pullKernel,
+		"GET " + api.PathVersion:                d.getVersion,
+		"GET " + api.PathStatus:                 d.getStatus,
+		"GET " + api.PathImages:                 d.listImages,
+		"GET " + api.PathImage + "{ref}":        d.getImage,
+		"DELETE " + api.PathImage + "{ref}":     d.deleteImage,
+		"GET " + api.PathKernels:                d.listKernels,
+		"GET " + api.PathKernel + "{ref}":       d.getKernel,
+		"DELETE " + api.PathKernel + "{ref}":    d.deleteKernel,
+		"POST " + api.PathKernelImport:          d.importKernel,
+		"POST " + api.PathKernelPull:            d.pullKernel,
+		"GET " + api.PathVMs:                    d.listVMs,
+		"POST " + api.PathVMs:                   d.createVM,
+		"GET " + api.PathVM + "{ref}":           d.getVM,
+		"DELETE " + api.PathVM + "{ref}":        d.deleteVM,
+		"POST " + api.PathVM + "{ref}/{action}": d.vmAction,
+		"GET " + api.PathVM + "{ref}/wait":      d.waitVM,
 	}
 }
 
 // streamHandlers answer long work (pulls, imports, boots) with NDJSON progress.
 func (d *Daemon) streamHandlers() map[string]http.HandlerFunc {
 	return map[string]http.HandlerFunc{
-		"POST " + api.PathImagePull:   d.pullImage,
-		"POST " + api.PathImageImport: d.importImage,
+		"POST " + api.PathImagePull:          d.pullImage,
+		"POST " + api.PathImageImport:        d.importImage,
+		"GET " + api.PathVM + "{ref}/logs":   d.vmLogs,
+		"GET " + api.PathVM + "{ref}/attach": d.attachVM,
 	}
 }
 
@@ -70,7 +79,7 @@ func (d *Daemon) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	ae := d.apiError(r, err)
 	status := map[string]int{
 		api.CodeInvalid: 400, api.CodeNotFound: 404, api.CodeConflict: 409,
-		api.CodeUnavailable: 503, api.CodeNoHelper: 503, api.CodeNoSpace: 507,
+		api.CodeUnavailable: 503, api.CodeNoHelper: 503, api.CodeNoSpace: 507, api.CodeNotReady: 504,
 	}[ae.Code]
 	if status == 0 {
 		status = http.StatusInternalServerError
@@ -91,6 +100,12 @@ func (d *Daemon) apiError(r *http.Request, err error) *api.Error {
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, image.ErrNotFound):
 		code = api.CodeNotFound
+	case errors.Is(err, vmservice.ErrInvalid):
+		code = api.CodeInvalid
+	case errors.Is(err, vmservice.ErrConflict), errors.Is(err, vmservice.ErrNotRunning):
+		code = api.CodeConflict
+	case errors.Is(err, vmservice.ErrNotReady):
+		code = api.CodeNotReady
 	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrInUse):
 		code = api.CodeConflict
 	case errors.Is(err, kernel.ErrNotKernel), errors.Is(err, kernel.ErrNotInitrd):

@@ -95,9 +95,21 @@ func NetNS(t testing.TB) string {
 // User creates an unprivileged system user, deleted when the test ends.
 func User(t testing.TB) *user.User {
 	t.Helper()
+	return newUser(t, "--no-create-home", "--shell", "/usr/sbin/nologin")
+}
+
+// UserWithHome creates an unprivileged user with a home directory (where banger
+// keeps its SSH key) and a shell; both go when the test ends.
+func UserWithHome(t testing.TB) *user.User {
+	t.Helper()
+	return newUser(t, "--create-home", "--shell", "/bin/sh")
+}
+
+func newUser(t testing.TB, args ...string) *user.User {
+	t.Helper()
 	name := "bt" + RandHex(3)
-	Run(t, "useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name)
-	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
+	Run(t, "useradd", append(append([]string{"--system"}, args...), name)...)
+	t.Cleanup(func() { _ = exec.Command("userdel", "--remove", name).Run() })
 	u, err := user.Lookup(name)
 	if err != nil {
 		t.Fatal(err)
