@@ -269,8 +269,11 @@ func (s *Server) shutdown(_ context.Context, c *call) error {
 	if s.cfg.Shutdown == nil {
 		return proto.Errorf(proto.CodeUnsupported, "this agent cannot %s the guest (it runs in service mode without a shutdown command)", a.Action)
 	}
+	// The request is valid and was received: honour it even when the answer cannot
+	// be written (a host that hangs up right after reading it makes yamux report
+	// "session shutdown" although the bytes went out).
 	if err := c.respond(struct{}{}); err != nil {
-		return err
+		s.log.Warn("shutdown: could not confirm to the host; shutting down anyway", "err", err)
 	}
 	s.log.Info("shutdown requested by the host", "action", a.Action)
 	// Start only once the host has closed its end (it has read the answer), or
