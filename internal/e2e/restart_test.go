@@ -48,7 +48,19 @@ func TestRestarts(t *testing.T) {
 	if err := syscall.Kill(b.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// Orphans a crash could leave: a VM tap no VM holds, a disk directory of no VM.
+	e.inNS("ip", "tuntap", "add", "dev", "tap-vm-dead", "mode", "tap")
+	orphanDisk := filepath.Join(e.root, "state/disks/deadbeefdeadbeef")
+	if err := os.MkdirAll(orphanDisk, 0o750); err != nil {
+		t.Fatal(err)
+	}
 	e.must("system", "restart")
+	if links := e.inNS("ip", "-o", "link", "show"); strings.Contains(links, "tap-vm-dead") {
+		t.Error("the orphan tap tap-vm-dead survived bangerd's open")
+	}
+	if _, err := os.Stat(orphanDisk); !os.IsNotExist(err) {
+		t.Error("the orphan disk directory survived bangerd's open")
+	}
 
 	if v := e.vm("alpha"); v.State != "running" || v.PID != a.PID {
 		t.Errorf("alpha after bangerd was killed: state %s pid %d; want running with pid %d", v.State, v.PID, a.PID)

@@ -70,7 +70,7 @@ func NewTapPool(cfg TapPoolConfig) *TapPool {
 
 // Open seeds the pool. inUse are the taps VMs hold (they are never adopted); present
 // are banger's taps that exist on the host now. Idle pool taps among present are
-// adopted up to Size and the surplus deleted. The index starts past every pool index
+// adopted up to Size and the surplus deleted, as are VM taps no VM holds. The index starts past every pool index
 // seen in either list. Open then starts the background warm-up and returns at once.
 func (p *TapPool) Open(ctx context.Context, inUse, present []string) error {
 	held := make(map[string]bool, len(inUse))
@@ -83,8 +83,13 @@ func (p *TapPool) Open(ctx context.Context, inUse, present []string) error {
 	}
 	var adopt, surplus []string
 	for _, name := range present {
+		if held[name] {
+			continue
+		}
 		n, ok := privileged.PoolTapIndex(name)
-		if !ok || held[name] {
+		if !ok {
+			// A VM's own tap that no VM holds: an orphan of a crash. Delete it.
+			surplus = append(surplus, name)
 			continue
 		}
 		if n >= next {

@@ -117,6 +117,16 @@ func TestTapPoolSemantics(t *testing.T) {
 			wantNext: 10, wantCreated: []string{"tap-pool-8", "tap-pool-9"},
 		},
 		{
+			name:        "a VM tap no VM holds is an orphan: deleted",
+			size:        1,
+			inUse:       []string{"tap-vm-aaaa"},
+			present:     []string{"tap-vm-aaaa", "tap-vm-bbbb"},
+			wantIdle:    []string{"tap-pool-0"},
+			wantNext:    1,
+			wantCreated: []string{"tap-pool-0"},
+			wantDeleted: []string{"tap-vm-bbbb"},
+		},
+		{
 			name:     "idle pool taps left by an earlier daemon are adopted, surplus deleted",
 			size:     2,
 			inUse:    []string{"tap-pool-1"},

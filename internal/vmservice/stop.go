@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"banger/internal/agent/proto"
@@ -228,6 +230,16 @@ func (s *Service) Open(ctx context.Context) error {
 	for _, e := range ents {
 		if !known[e.Name()] {
 			_ = os.RemoveAll(s.runDir(e.Name()))
+		}
+	}
+	// Disk directories of VMs that no longer exist (a crash between a clone and its
+	// record, or between a record's removal and its disk's): their devices were
+	// reaped by the disk layer; the files go here.
+	disks, _ := os.ReadDir(s.d.Layout.DisksDir())
+	for _, e := range disks {
+		if e.IsDir() && !known[shortID(e.Name())] && !strings.HasPrefix(e.Name(), ".") {
+			s.log.Info("removing an orphan disk directory", "dir", e.Name())
+			_ = os.RemoveAll(filepath.Join(s.d.Layout.DisksDir(), e.Name()))
 		}
 	}
 	return nil
