@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,12 +21,20 @@ func TestVMLifecycle(t *testing.T) {
 	e := newEnv(t, 2)
 	remote := newRemote(t, e)
 
-	web := e.vmRun("web", "-p", "18080:8080", "--timings")
+	web := e.vmRun("web", "-p", "18080:8080", "--timings", "--disk", "512M")
 	if !strings.HasPrefix(web.IP, e.prefix) || web.State != "running" || web.Timings == nil || web.Timings.AgentReady <= 0 {
 		t.Fatalf("vm run = %+v; want a running VM in %s0/24 with timings", web, e.prefix)
 	}
 	if web.Disk.Strategy == "" || web.Tap == "" || web.VsockCID == 0 {
 		t.Errorf("vm = %+v; want its disk strategy, tap and CID recorded", web)
+	}
+
+	// --disk grew the root disk and, inside the guest, its filesystem.
+	if web.Disk.SizeBytes != 512<<20 {
+		t.Errorf("disk size = %d, want 512 MiB", web.Disk.SizeBytes)
+	}
+	if out := e.must("vm", "exec", "web", "--", "df", "-m", "/"); !dfAtLeast(out, 400) {
+		t.Errorf("guest root filesystem did not grow to ~512M:\n%s", out)
 	}
 
 	// The real dig resolves the name through banger's DNS.
@@ -146,4 +155,18 @@ func newRemote(t *testing.T, e *env) remote {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return remote{addr: "198.18.0.2"}
+}
+
+// dfAtLeast reports whether `df -m` output shows a filesystem of at least mib MiB.
+func dfAtLeast(out string, mib int) bool {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 2 {
+		return false
+	}
+	f := strings.Fields(lines[len(lines)-1])
+	if len(f) < 2 {
+		return false
+	}
+	n, err := strconv.Atoi(f[1])
+	return err == nil && n >= mib
 }
