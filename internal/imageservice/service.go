@@ -16,10 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"banger/internal/image"
 	"banger/internal/image/progress"
+	"banger/internal/keylock"
 	"banger/internal/store"
 )
 
@@ -82,8 +82,7 @@ type Service struct {
 	deps Deps
 	log  *slog.Logger
 
-	mu    sync.Mutex             // guards locks
-	locks map[string]*sync.Mutex // per image id: one conversion or re-injection at a time
+	locks keylock.Map // per image id: one conversion or re-injection at a time
 }
 
 // New returns the service.
@@ -95,7 +94,7 @@ func New(d Deps) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{deps: d, log: log, locks: map[string]*sync.Mutex{}}, nil
+	return &Service{deps: d, log: log}, nil
 }
 
 // ErrNoAgent means images cannot be made because the guest agent is missing.
@@ -111,17 +110,7 @@ func (s *Service) builder() (Builder, error) {
 	return s.deps.Builder, nil
 }
 
-func (s *Service) lock(id string) func() {
-	s.mu.Lock()
-	l, ok := s.locks[id]
-	if !ok {
-		l = &sync.Mutex{}
-		s.locks[id] = l
-	}
-	s.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
+func (s *Service) lock(id string) func() { return s.locks.Lock(id) }
 
 // Result is a pulled or imported image.
 type Result struct {

@@ -14,6 +14,7 @@ import (
 
 	"banger/internal/agent/client"
 	"banger/internal/disk"
+	"banger/internal/keylock"
 	"banger/internal/store"
 	"banger/internal/vmm"
 )
@@ -23,8 +24,9 @@ type Service struct {
 	d   Deps
 	log *slog.Logger
 
+	locks keylock.Map // per VM id: one lifecycle operation at a time
+
 	mu      sync.Mutex                // guards the following
-	locks   map[string]*sync.Mutex    // per VM id: one lifecycle operation at a time
 	agents  map[string]*client.Client // live agent sessions, per VM id
 	closing bool
 }
@@ -46,22 +48,12 @@ func New(d Deps) (*Service, error) {
 	if d.MTU == 0 {
 		d.MTU = 1500
 	}
-	return &Service{d: d, log: d.Logger, locks: map[string]*sync.Mutex{}, agents: map[string]*client.Client{}}, nil
+	return &Service{d: d, log: d.Logger, agents: map[string]*client.Client{}}, nil
 }
 
 // lockVM serialises lifecycle operations on one VM; different VMs proceed in
 // parallel.
-func (s *Service) lockVM(id string) func() {
-	s.mu.Lock()
-	l, ok := s.locks[id]
-	if !ok {
-		l = &sync.Mutex{}
-		s.locks[id] = l
-	}
-	s.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
+func (s *Service) lockVM(id string) func() { return s.locks.Lock(id) }
 
 // Errors callers can test for.
 var (

@@ -182,9 +182,7 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) (VM, error
 	if err := s.d.Store.DeleteVM(ctx, vm.ID); err != nil {
 		return VM{}, err
 	}
-	s.mu.Lock()
-	delete(s.locks, vm.ID)
-	s.mu.Unlock()
+	s.locks.Forget(vm.ID)
 	s.log.Info("vm removed", "vm", vm.Name, "id", vm.ID)
 	return v, nil
 }
