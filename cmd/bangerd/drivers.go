@@ -8,6 +8,7 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker"
 	"banger/internal/vmm/qemu"
 )
 
@@ -21,7 +22,11 @@ func drivers(cfg config.Config, log *slog.Logger) (map[string]vmm.Driver, string
 	if p, err := exec.LookPath(qemuBin); err == nil {
 		qemuBin = p
 	}
+	// Firecracker runs directly, as the owner: the jailer (cfg.VMM.Jailer)
+	// needs root for its steps, which banger-helper does not offer yet
+	// (see firecracker.JailOps).
 	candidates := []vmm.Driver{
+		firecracker.NewDriver(firecracker.DriverOptions{Binary: cfg.VMM.Firecracker, Logger: log}),
 		qemu.New(qemu.Options{Binary: qemuBin, Logger: log}),
 	}
 	out := map[string]vmm.Driver{}

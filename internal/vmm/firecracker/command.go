@@ -110,11 +110,13 @@ func ReadPIDFile(path string) (int, error) {
 	return pid, nil
 }
 
-// LaunchJailed starts the jailer, waits for it to hand over (with --daemonize
-// and --new-pid-ns the jailer's own process exits once Firecracker runs) and
+// LaunchJailed starts the jailer, waits for it to hand over (with
+// --new-pid-ns the jailer's own process exits once Firecracker runs) and
 // returns Firecracker's PID from the jailer's PID file. The chroot must have
-// been prepared (PrepareChroot). opts.NewSession is ignored: the jailer calls
-// setsid itself and fails when it leads a process group.
+// been prepared (PrepareChroot). opts.NewSession is set by the jailer's
+// mode: with --daemonize the jailer calls setsid itself and fails when it
+// leads a process group; with KeepStdio it is started in a new session here,
+// so that Firecracker outlives the launcher's.
 //
 // Firecracker is left an orphan, adopted by init or by the nearest
 // subreaper, which must reap it; hold it with OpenPID to wait for or kill it.
@@ -123,7 +125,7 @@ func LaunchJailed(ctx context.Context, j Jailer, opts LaunchOptions) (int, error
 	if err != nil {
 		return 0, err
 	}
-	opts.NewSession = false
+	opts.NewSession = j.KeepStdio
 	p, err := Launch(cmd, opts)
 	if err != nil {
 		return 0, fmt.Errorf("jailer %s: %w", j.ID, err)

@@ -82,6 +82,25 @@ func TestJailerCommand(t *testing.T) {
 	}
 }
 
+// TestJailerCommandKeepStdio: without --daemonize Firecracker keeps the
+// jailer's stdout, its serial console; nothing else changes.
+func TestJailerCommandKeepStdio(t *testing.T) {
+	daemonized, err := jailerExample().Command()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := jailerExample()
+	j.KeepStdio = true
+	cmd, err := j.Command()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.DeleteFunc(slices.Clone(daemonized.Args), func(a string) bool { return a == "--daemonize" })
+	if !slices.Equal(cmd.Args, want) {
+		t.Errorf("got\n%q\nwant\n%q", cmd.Args, want)
+	}
+}
+
 func TestJailerValidate(t *testing.T) {
 	for _, tt := range []struct {
 		name    string

@@ -1,11 +1,18 @@
-// Package firecracker is banger's Firecracker driver core: a small typed
-// client of Firecracker's REST API over its unix socket, the boot sequence
-// on top of it, and the pieces that launch the process, directly or under
-// the jailer. The official Go SDK is not used (not available to us); the
-// client is written against the official API spec and proven against it.
+// Package firecracker is banger's Firecracker driver (vmm.Driver: Driver,
+// NewDriver) and its core: a small typed client of Firecracker's REST API
+// over its unix socket, the boot sequence on top of it, and the pieces that
+// launch the process, directly or under the jailer. The official Go SDK is
+// not used (not available to us); the client is written against the
+// official API spec and proven against it.
 //
 // # Layers
 //
+//	Driver     the vmm.Driver: Start (launch detached, Configure, Start),
+//	           State (GET /), Stop (Ctrl+Alt+Del and the agent's reboot,
+//	           then SIGTERM/SIGKILL), Kill, DialAgent (hybrid vsock, port
+//	           1024). No per-VM state: everything works from the Handle. Under
+//	           the jailer (JailerOptions) the root-only steps go through
+//	           JailOps, which bangerd implements with banger-helper.
 //	Client     one method per API call banger makes (types.go holds the
 //	           wire types: the spec's field names, omitempty where the spec
 //	           says optional, no field the spec does not name). Every call
@@ -50,9 +57,11 @@
 //
 // # The jailer (choices)
 //
-// The jailer command line always has --cgroup-version 2, --daemonize (the
-// process outlives the helper that launched it and bangerd restarts; stdio
-// goes to /dev/null, so logs go to the log file) and --new-pid-ns
+// The jailer command line always has --cgroup-version 2, --daemonize unless
+// KeepStdio (the process outlives the helper that launched it and bangerd
+// restarts; stdio goes to /dev/null, so logs go to the log file and the
+// serial console is lost: the Driver sets KeepStdio and starts the jailer in
+// a session of its own instead) and --new-pid-ns
 // (Firecracker is PID 1 of its namespace; the jailer writes its host PID to
 // <chroot>/<exec-file-name>.pid, which LaunchJailed reads). The jailer passes
 // --id to Firecracker itself, so the forwarded arguments never carry one.
@@ -78,4 +87,8 @@
 // here run every client sequence against it with zero refusals, including
 // as real processes (this test binary acting as firecracker and as the
 // jailer), and replay them against the next spec to report what would change.
+// The fake's guest runs a real banger-agent behind its hybrid vsock device,
+// so the Driver passes the VMM conformance suite (internal/vmm/vmmtest)
+// against it, directly and jailed, with every request journaled and held to
+// the spec.
 package firecracker

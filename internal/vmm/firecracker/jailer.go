@@ -33,9 +33,11 @@ const DefaultChrootBase = "/srv/jailer"
 //
 // Choices, always made (not options):
 //   - --cgroup-version 2: banger's hosts are cgroup v2 (the jailer's default is 1);
-//   - --daemonize: the jailer calls setsid and points stdio at /dev/null, so
-//     Firecracker outlives the helper that launched it and bangerd restarts;
-//     its output goes to its log file (Firecracker.LogPath or PUT /logger);
+//   - --daemonize, unless KeepStdio: the jailer calls setsid and points stdio
+//     at /dev/null, so Firecracker outlives the helper that launched it and
+//     bangerd restarts; its output goes to its log file (Firecracker.LogPath
+//     or PUT /logger), and the guest's serial console, which Firecracker
+//     writes to its stdout, is lost;
 //   - --new-pid-ns: Firecracker is PID 1 of its own PID namespace, so nothing
 //     it could spawn survives it, and the jailer writes its host PID to
 //     <chroot>/<exec-file-name>.pid, which is how banger finds it (PIDFile).
@@ -58,6 +60,11 @@ type Jailer struct {
 	// Cgroups are --cgroup values, "file=value" of cgroup v2, e.g. CPUMax(2)
 	// or "memory.max=1073741824".
 	Cgroups []string
+	// KeepStdio leaves --daemonize out, so that Firecracker keeps the
+	// jailer's stdout and stderr: its serial console. The launcher must then
+	// start the jailer in a session of its own (what --daemonize would have
+	// done: LaunchJailed does) and give it a file, never a pipe, as stdout.
+	KeepStdio bool
 	// Firecracker is the command line forwarded after "--". Its APISocket and
 	// LogPath are paths inside the jail (default APISocket: JailAPISocket);
 	// its ID and Binary are not used.
@@ -140,7 +147,7 @@ func (j Jailer) Validate() error {
 //
 //	jailer --id ID --exec-file FC --uid U --gid G --chroot-base-dir DIR
 //	       --cgroup-version 2 [--cgroup FILE=VALUE]... [--netns /var/run/netns/NAME]
-//	       --daemonize --new-pid-ns -- --api-sock PATH [--log-path ...] [--level ...] [--no-seccomp]
+//	       [--daemonize] --new-pid-ns -- --api-sock PATH [--log-path ...] [--level ...] [--no-seccomp]
 func (j Jailer) Command() (Command, error) {
 	if err := j.Validate(); err != nil {
 		return Command{}, err
@@ -159,7 +166,10 @@ func (j Jailer) Command() (Command, error) {
 	if j.NetNS != "" {
 		args = append(args, "--netns", filepath.Join("/var/run/netns", j.NetNS))
 	}
-	args = append(args, "--daemonize", "--new-pid-ns", "--")
+	if !j.KeepStdio {
+		args = append(args, "--daemonize")
+	}
+	args = append(args, "--new-pid-ns", "--")
 	fc := j.Firecracker
 	fc.APISocket = j.apiSocket()
 	fcArgs, err := fc.args(false)
@@ -187,8 +197,10 @@ type JailFile struct {
 //     writable one is refused: a copy would swallow the guest's writes;
 //   - a block device (a device-mapper snapshot) gets a device node of the
 //     same number in the jail;
-//   - writable files and /run (where Firecracker creates its sockets, mode
-//     0750) are owned by UID:GID; shared read-only files keep their owner and
+//   - Firecracker's --log-path, when set, is created empty (Firecracker
+//     opens it but does not create it);
+//   - writable files, the log and /run (where Firecracker creates its
+//     sockets, mode 0750) are owned by UID:GID; shared read-only files keep their owner and
 //     must be readable by that uid. The sockets Firecracker creates belong
 //     to UID:GID: whoever else talks to them needs that group or a chown
 //     (the root helper's socket-ownership step).
@@ -215,7 +227,32 @@ func (j Jailer) PrepareChroot(files []JailFile) error {
 			return fmt.Errorf("jail %s: %s → %s: %w", j.ID, f.Src, f.Dst, err)
 		}
 	}
+	if p := j.Firecracker.LogPath; p != "" {
+		if err := j.createLog(p); err != nil {
+			return fmt.Errorf("jail %s: log %s: %w", j.ID, p, err)
+		}
+	}
 	return nil
+}
+
+// createLog creates Firecracker's log file in the jail, owned by the jail's
+// uid; an existing one is kept (a retry).
+func (j Jailer) createLog(p string) error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) == "/" {
+		return errors.New("must be an absolute path inside the jail")
+	}
+	dst := j.HostPath(p)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Chown(dst, j.UID, j.GID)
 }
 
 func (j Jailer) place(f JailFile) error {

@@ -45,6 +45,13 @@ type Env struct {
 	// itself down (default: the Linux kernel's "reboot: Power down" and
 	// "reboot: Restarting system").
 	ShutdownMarkers []string
+	// PoweroffKeepsVMM says that a guest's power-off does not end the VMM:
+	// the guest halts and the process lives on (Firecracker on x86, which has
+	// no ACPI power-off; a reboot does end it). GuestPowersOff then checks
+	// that the guest went down (a shutdown marker, no agent) while the VMM
+	// runs on, and that Stop ends such a VMM by force within its timeout.
+	// The zero value is QEMU's behaviour: power-off ends the VMM.
+	PoweroffKeepsVMM bool
 }
 
 // Factory makes the environment; it may t.Skip when something the driver
@@ -222,17 +229,27 @@ func assertIdempotentEnd(t *testing.T, drv vmm.Driver, h vmm.Handle) {
 
 func (s *suite) assertGraceful(t *testing.T, console string) {
 	t.Helper()
-	b, err := os.ReadFile(console)
-	if err != nil {
+	if _, err := os.Stat(console); err != nil {
 		t.Errorf("console log: %v", err)
 		return
 	}
+	if !s.consoleShowsShutdown(console) {
+		t.Errorf("the console shows no graceful shutdown (none of %q)%s", s.env.ShutdownMarkers, consoleTail(console))
+	}
+}
+
+// consoleShowsShutdown reports whether the console holds a shutdown marker.
+func (s *suite) consoleShowsShutdown(console string) bool {
+	b, err := os.ReadFile(console)
+	if err != nil {
+		return false
+	}
 	for _, m := range s.env.ShutdownMarkers {
 		if strings.Contains(string(b), m) {
-			return
+			return true
 		}
 	}
-	t.Errorf("the console shows no graceful shutdown (none of %q)%s", s.env.ShutdownMarkers, consoleTail(console))
+	return false
 }
 
 func (s *suite) testStartHealthStop(t *testing.T) {
@@ -272,7 +289,8 @@ func (s *suite) testKill(t *testing.T) {
 }
 
 // testGuestPowersOff: the guest shuts down on its own (here through its agent);
-// the VMM must exit, the driver must see it, and Stop must then tidy up.
+// the VMM must exit, the driver must see it, and Stop must then tidy up. Where
+// a power-off does not end the VMM (Env.PoweroffKeepsVMM), see haltedGuest.
 func (s *suite) testGuestPowersOff(t *testing.T) { s.guestShutdown(t, proto.ActionPoweroff) }
 
 // testGuestReboots: a guest reboot ends the VMM too (Firecracker cannot
@@ -299,6 +317,10 @@ func (s *suite) guestShutdown(t *testing.T, action string) {
 	if err := c.Shutdown(ctx, action); err != nil {
 		t.Fatalf("agent shutdown (%s): %v", action, err)
 	}
+	if action == proto.ActionPoweroff && s.env.PoweroffKeepsVMM {
+		s.haltedGuest(ctx, t, drv, v)
+		return
+	}
 	for {
 		st, err := drv.State(ctx, v.h)
 		if err == nil && st == vmm.StateExited {
@@ -314,6 +336,37 @@ func (s *suite) guestShutdown(t *testing.T, action string) {
 	// The VMM is gone; its sockets may not be, until the driver is told.
 	if err := drv.Stop(ctx, v.h, time.Second); err != nil {
 		t.Fatalf("Stop after the guest's %s: %v", action, err)
+	}
+	assertGone(t, drv, v.h)
+}
+
+// haltedGuest follows a guest that powered off under a VMM that outlives it
+// (Env.PoweroffKeepsVMM): the console shows the shutdown, the agent is gone,
+// the VMM still runs, and Stop, whose requests nothing in the guest can
+// answer now, ends it by force after its timeout.
+func (s *suite) haltedGuest(ctx context.Context, t *testing.T, drv vmm.Driver, v vm) {
+	t.Helper()
+	for !s.consoleShowsShutdown(v.spec.ConsoleLog) {
+		if ctx.Err() != nil {
+			t.Fatalf("the guest did not power off within %s%s", s.env.StopTimeout, consoleTail(v.spec.ConsoleLog))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st, err := drv.State(ctx, v.h); err != nil || st == vmm.StateExited {
+		t.Errorf("State after the guest powered off: got %q, %v; want the VMM still there (PoweroffKeepsVMM)", st, err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := health(hctx, drv, v.h); err == nil {
+		t.Error("the agent still answers after the guest powered off")
+	}
+	const timeout = 2 * time.Second
+	t0 := time.Now()
+	if err := drv.Stop(ctx, v.h, timeout); err != nil {
+		t.Fatalf("Stop of a halted guest: %v", err)
+	}
+	if took := time.Since(t0); took < timeout {
+		t.Errorf("Stop of a halted guest returned after %s, before its %s timeout: what shut it down?", took, timeout)
 	}
 	assertGone(t, drv, v.h)
 }

@@ -32,7 +32,17 @@
 // keyword it does not implement makes LoadSpec fail rather than validate
 // loosely.
 //
+// The vsock device is live: PUT /vsock binds uds_path and the server speaks
+// Firecracker's hybrid vsock protocol on it (CONNECT <port>, OK <n>, then a
+// raw stream to whatever Options.VsockDial reaches; nothing listening: the
+// connection closes unanswered).
+//
 // RunFake and RunFakeJailer turn a test binary into a fake firecracker or
 // jailer process (MainIfFake from TestMain), for tests of launching,
-// PID discovery and graceful stop with real processes.
+// PID discovery and graceful stop with real processes. With
+// $FCTEST_AGENT_BIN the fake's guest runs that banger-agent from
+// InstanceStart on, reachable on vsock port 1024, writes kernel-like lines
+// (and the agent's log) to stdout, its serial console, and shuts down as a
+// Firecracker guest on x86 does: a reboot (Ctrl+Alt+Del, or asked of the
+// agent) ends the process, a power-off only halts the guest.
 package fctest

@@ -24,7 +24,7 @@ const FakeModeEnv = "FCTEST_FAKE"
 func MainIfFake() {
 	switch os.Getenv(FakeModeEnv) {
 	case "firecracker":
-		os.Exit(RunFake(os.Args[1:], os.Stderr))
+		os.Exit(RunFake(os.Args[1:], os.Stdout, os.Stderr))
 	case "jailer":
 		os.Exit(RunFakeJailer(os.Args[1:], os.Stderr))
 	}
@@ -69,8 +69,18 @@ func RunFakeJailer(args []string, stderr io.Writer) int {
 	var cgroups, limits multiFlag
 	fs.Var(&cgroups, "cgroup", "")
 	fs.Var(&limits, "resource-limit", "")
+	version := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *version {
+		// The jailer's version is Firecracker's; the spec says which.
+		v := "0.0.0-fctest"
+		if spec, err := LoadSpec(os.Getenv(FakeSpecEnv)); err == nil {
+			v = spec.Version
+		}
+		fmt.Fprintf(os.Stdout, "Jailer v%s\n", v)
+		return 0
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "jailer (fctest): "+format+"\n", a...)

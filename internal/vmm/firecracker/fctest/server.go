@@ -33,6 +33,13 @@ type Options struct {
 	// names (kernel, drives, vsock, log, snapshot files) is taken under it,
 	// as a jailed Firecracker sees its paths. The socket path is not.
 	Root string
+	// VsockDial is the guest side of the hybrid vsock device: it returns a
+	// stream to whatever listens on the guest port, or an error when nothing
+	// does. The server accepts host connections on the bound uds_path and
+	// speaks the hybrid protocol on each (CONNECT <port>, OK <n>, then raw
+	// bytes; no answer when nothing listens). Nil: nothing in the guest
+	// listens, so every CONNECT is closed unanswered.
+	VsockDial func(port uint32) (net.Conn, error)
 }
 
 // Record is one request the server received and how it answered.
@@ -68,6 +75,8 @@ type Server struct {
 	srv  *http.Server
 	sock string
 	done chan struct{}
+	// vconns are the hybrid vsock connections being served.
+	vconns vsockConns
 
 	mu sync.Mutex // guards all following fields
 	vm vmState
@@ -109,6 +118,7 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	s.vm.closeVsock()
 	s.mu.Unlock()
+	s.vconns.closeAll()
 	if rmErr := os.Remove(s.sock); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 		err = errors.Join(err, rmErr)
 	}
@@ -140,6 +150,38 @@ func (s *Server) Rejected() []Record {
 		}
 	}
 	return bad
+}
+
+// Boot is what the microVM was booted with, for a fake guest to act on.
+type Boot struct {
+	// BootArgs are the boot-source's boot_args as Firecracker hands them to
+	// the kernel: with "pci=off" and, for a root drive, "root=/dev/vda rw|ro"
+	// appended.
+	BootArgs string
+	// VsockPath is the host path of the bound hybrid vsock socket; "" when
+	// there is no vsock device.
+	VsockPath string
+}
+
+// Boot returns the boot configuration accepted so far.
+func (s *Server) Boot() Boot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	args := strings.TrimSpace(s.vm.bootArgs + " pci=off")
+	for _, d := range s.vm.driveInfo {
+		if d.root {
+			mode := "rw"
+			if d.readOnly {
+				mode = "ro"
+			}
+			args += " root=/dev/vda " + mode
+		}
+	}
+	b := Boot{BootArgs: args}
+	if s.vm.vsock != nil {
+		b.VsockPath = s.vm.host(s.vm.vsockPath)
+	}
+	return b
 }
 
 // State is the microVM state as GET / reports it: "Not started", "Running" or "Paused".

@@ -37,8 +37,10 @@ type vmState struct {
 	configured map[string]bool
 	machine    map[string]any
 	bootSource bool
+	bootArgs   string
 	metrics    bool
 	drives     map[string]bool // drive_id → is_root_device
+	driveInfo  map[string]driveInfo
 	ifaces     map[string]bool
 	vsockPath  string
 	vsock      net.Listener
@@ -48,8 +50,11 @@ type vmState struct {
 
 func newVMState(root string) vmState {
 	return vmState{root: root, state: StateNotStarted, configured: map[string]bool{}, machine: map[string]any{},
-		drives: map[string]bool{}, ifaces: map[string]bool{}}
+		drives: map[string]bool{}, driveInfo: map[string]driveInfo{}, ifaces: map[string]bool{}}
 }
+
+// driveInfo is what the fake guest's kernel command line needs of a drive.
+type driveInfo struct{ root, readOnly bool }
 
 // snapshotFile is what a fake snapshot holds: enough to check a later load.
 type snapshotFile struct {
@@ -116,6 +121,7 @@ func (vm *vmState) applyOp(s *Server, op *Operation, params map[string]string, d
 			}
 		}
 		vm.bootSource = true
+		vm.bootArgs, _ = doc["boot_args"].(string)
 	case "putGuestDriveByID":
 		id := params["drive_id"]
 		p, hasPath := doc["path_on_host"]
@@ -135,6 +141,8 @@ func (vm *vmState) applyOp(s *Server, op *Operation, params map[string]string, d
 			}
 		}
 		vm.drives[id] = root
+		ro, _ := doc["is_read_only"].(bool)
+		vm.driveInfo[id] = driveInfo{root: root, readOnly: ro}
 	case "putGuestNetworkInterfaceByID":
 		if mac, ok := doc["guest_mac"].(string); ok {
 			if hw, err := net.ParseMAC(mac); err != nil || len(hw) != 6 || strings.Count(mac, ":") != 5 {
@@ -146,7 +154,7 @@ func (vm *vmState) applyOp(s *Server, op *Operation, params map[string]string, d
 		}
 		vm.ifaces[params["iface_id"]] = true
 	case "putGuestVsock":
-		return nil, vm.bindVsock(doc["uds_path"].(string))
+		return nil, vm.bindVsock(s, doc["uds_path"].(string))
 	case "putLogger":
 		if p, ok := doc["log_path"]; ok {
 			if err := vm.mustExist("log file", p); err != nil {
@@ -175,7 +183,7 @@ func (vm *vmState) applyOp(s *Server, op *Operation, params map[string]string, d
 	case "createSnapshot":
 		return nil, vm.createSnapshot(doc)
 	case "loadSnapshot":
-		return nil, vm.loadSnapshot(doc)
+		return nil, vm.loadSnapshot(s, doc)
 	default:
 		if op.Method == "GET" {
 			return nil, refuse("fctest: %s %s is in the spec but not emulated; emulate it in fctest to test it", op.Method, op.Path)
@@ -203,14 +211,16 @@ func (vm *vmState) action(t string) error {
 }
 
 // bindVsock does what Firecracker does on PUT /vsock and on restore: bind and
-// listen on uds_path at once, so a stale file there is an error.
-func (vm *vmState) bindVsock(path string) error {
+// listen on uds_path at once, so a stale file there is an error, and serve
+// host connections on it (Server.hybrid).
+func (vm *vmState) bindVsock(s *Server, path string) error {
 	vm.closeVsock()
 	ln, err := net.Listen("unix", vm.host(path))
 	if err != nil {
 		return refuse("Cannot create backend for vsock device: %v", err)
 	}
 	vm.vsock, vm.vsockPath = ln, path
+	go s.serveVsock(ln)
 	return nil
 }
 
@@ -248,7 +258,7 @@ func (vm *vmState) createSnapshot(doc map[string]any) error {
 	return nil
 }
 
-func (vm *vmState) loadSnapshot(doc map[string]any) error {
+func (vm *vmState) loadSnapshot(s *Server, doc map[string]any) error {
 	for id := range vm.configured {
 		if id != "putLogger" && id != "putMetrics" {
 			return refuse("Loading a microVM snapshot not allowed after configuring boot-specific resources (%s was called).", id)
@@ -297,7 +307,7 @@ func (vm *vmState) loadSnapshot(doc map[string]any) error {
 		snap.VsockPath = vo["uds_path"].(string)
 	}
 	if snap.VsockPath != "" {
-		if err := vm.bindVsock(snap.VsockPath); err != nil {
+		if err := vm.bindVsock(s, snap.VsockPath); err != nil {
 			return err
 		}
 	}
