@@ -157,7 +157,9 @@
 // qcow2 case of disk.NeedsOnlineResize) PID 1 grows the mounted root ext4 to its
 // device with the EXT4_IOC_RESIZE_FS ioctl, as resize2fs does online, so images
 // need no e2fsprogs; a failure is logged and recorded in the boot phases, and the
-// boot goes on. The image's entrypoint comes from /etc/banger/init.json, written
+// boot goes on. With banger.poweroff=reboot (set by the Firecracker driver) every
+// power-off is a reboot: Firecracker has no ACPI power-off on x86 and keeps running
+// behind a halted guest, but exits when a reboot=k guest reboots. The image's entrypoint comes from /etc/banger/init.json, written
 // by image conversion; the guest powers off when that workload exits, or PID 1
 // hands over to the image's own init when the file says so. Without the file (or
 // with no command in it) there is no workload: the guest keeps running, serving

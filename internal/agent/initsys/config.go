@@ -42,6 +42,10 @@ type BootConfig struct {
 	// GrowRoot asks init to grow the root filesystem to its disk: the host made
 	// the disk larger but could not grow the filesystem in it (see GrowFS).
 	GrowRoot bool
+	// PoweroffReboots makes a power-off a reboot (banger.poweroff=reboot). Under
+	// Firecracker a halted guest leaves its VMM running, while a reboot (with
+	// reboot=k) ends it; the Firecracker driver asks for this.
+	PoweroffReboots bool
 }
 
 // ParseCmdline extracts the banger.* parameters from a kernel command line. Other
@@ -85,6 +89,15 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 			c.Search = strings.Split(val, ",")
 		case "banger.growroot":
 			c.GrowRoot, err = strconv.ParseBool(val)
+		case "banger.poweroff":
+			switch val {
+			case "reboot":
+				c.PoweroffReboots = true
+			case "halt":
+				c.PoweroffReboots = false
+			default:
+				err = errors.New("want reboot or halt")
+			}
 		}
 		if err != nil {
 			return BootConfig{}, fmt.Errorf("kernel parameter %s: %w", f, err)

@@ -69,10 +69,13 @@ const DefaultStatusPath = "/run/banger/boot.json"
 // That split keeps the one wait4(-1) loop that init must run away from the
 // agent's own exec.Cmd.Wait calls, which would otherwise race for exit statuses.
 type Init struct {
-	o      Options
-	log    *slog.Logger
-	phases []proto.BootPhase
-	mounts []string // mounted by us, in order
+	o   Options
+	log *slog.Logger
+	// poweroffReboots is BootConfig.PoweroffReboots, set once the command line
+	// was read.
+	poweroffReboots bool
+	phases          []proto.BootPhase
+	mounts          []string // mounted by us, in order
 }
 
 // New returns an Init with defaults applied.
@@ -197,6 +200,7 @@ func (in *Init) setup() (Workload, error) {
 		cfg, err = ParseCmdline(string(b))
 		return err
 	})
+	in.poweroffReboots = cfg.PoweroffReboots
 	if cfg.GrowRoot {
 		// log-and-continue: a root that stays small is still a working guest
 		_ = in.phase("growroot", func() error {
@@ -343,11 +347,7 @@ func (in *Init) shutdown(action string) error {
 		}
 	}
 	unix.Sync()
-	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
-	if action == proto.ActionReboot {
-		cmd = unix.LINUX_REBOOT_CMD_RESTART
-	}
-	err := unix.Reboot(cmd)
+	err := unix.Reboot(rebootCmd(action, in.poweroffReboots))
 	return fmt.Errorf("reboot(2) %s: %w", action, err)
 }
 
@@ -369,4 +369,13 @@ func waitNoChildren(timeout time.Duration) bool {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// rebootCmd is reboot(2)'s command for a shutdown action: a power-off, unless the
+// host asked for power-offs to be reboots (banger.poweroff=reboot, Firecracker).
+func rebootCmd(action string, poweroffReboots bool) int {
+	if action == proto.ActionReboot || poweroffReboots {
+		return unix.LINUX_REBOOT_CMD_RESTART
+	}
+	return unix.LINUX_REBOOT_CMD_POWER_OFF
 }

@@ -7,6 +7,10 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"banger/internal/agent/proto"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -127,5 +131,28 @@ func TestWriteHostsEntry(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(etc, "hosts")); string(b) != "10.0.0.9 web dev" {
 		t.Errorf("an existing entry for the name was changed: %q", b)
+	}
+}
+
+func TestPoweroffAsReboot(t *testing.T) {
+	for _, tt := range []struct {
+		cmdline string
+		want    bool
+		err     bool
+	}{
+		{"console=ttyS0", false, false},
+		{"banger.poweroff=reboot", true, false},
+		{"banger.poweroff=halt", false, false},
+		{"banger.poweroff=sometimes", false, true},
+	} {
+		c, err := ParseCmdline(tt.cmdline)
+		if (err != nil) != tt.err || c.PoweroffReboots != tt.want {
+			t.Errorf("ParseCmdline(%q) = %v, %v; want %v, err=%v", tt.cmdline, c.PoweroffReboots, err, tt.want, tt.err)
+		}
+	}
+	if rebootCmd(proto.ActionPoweroff, false) != unix.LINUX_REBOOT_CMD_POWER_OFF ||
+		rebootCmd(proto.ActionPoweroff, true) != unix.LINUX_REBOOT_CMD_RESTART ||
+		rebootCmd(proto.ActionReboot, false) != unix.LINUX_REBOOT_CMD_RESTART {
+		t.Error("rebootCmd does not map actions as documented")
 	}
 }

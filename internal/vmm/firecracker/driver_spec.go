@@ -107,6 +107,10 @@ const rootDevice = "/dev/vda"
 //	                k: EnsureRebootK)
 //	panic=1         a panicking guest reboots after a second, and so ends
 //	                Firecracker instead of leaving a dead guest running
+//	banger.poweroff=reboot
+//	                banger-agent turns a power-off (a finished workload, a
+//	                shutdown request) into a reboot: on x86 Firecracker has no
+//	                ACPI power-off, and a halted guest would leave it running
 //
 // Firecracker itself appends pci=off and, for the root drive,
 // "root=/dev/vda rw|ro", so a root=/dev/vda in the spec is dropped rather than
@@ -130,7 +134,7 @@ func bootArgs(spec string) (string, error) {
 		theirs = append(theirs, w)
 	}
 	var ours []string
-	for _, p := range [][2]string{{"console", "ttyS0"}, {"reboot", "k"}, {"panic", "1"}} {
+	for _, p := range [][2]string{{"console", "ttyS0"}, {"reboot", "k"}, {"panic", "1"}, {"banger.poweroff", "reboot"}} {
 		if !have[p[0]] {
 			ours = append(ours, p[0]+"="+p[1])
 		}

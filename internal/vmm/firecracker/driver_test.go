@@ -224,7 +224,7 @@ func TestBootConfiguration(t *testing.T) {
 	if len(calls) < len(wantCalls) || !slices.Equal(calls[:len(wantCalls)], wantCalls) {
 		t.Errorf("calls: got %q, want them to start with %q", calls, wantCalls)
 	}
-	const args = "console=ttyS0 reboot=k panic=1 rw banger.hostname=vmmtest"
+	const args = "console=ttyS0 reboot=k panic=1 banger.poweroff=reboot rw banger.hostname=vmmtest"
 	for _, tt := range []struct {
 		call, field string
 		want        any
