@@ -1,8 +1,8 @@
 // Command banger-helper is banger's root helper: a small process, run as root, that
 // performs only validated privileged steps (bridge, taps, NAT, resolver routing,
 // socket ownership, loop devices and device-mapper devices for copy-on-write root
-// disks) for one owner, over a unix socket only that owner can use, and
-// writes one audit line per call.
+// disks, Firecracker under its jailer) for one owner, over a unix socket only that
+// owner can use, and writes one audit line per call.
 //
 //	banger-helper [--root DIR] [--owner-uid N --owner-gid N] [--log-format text|json]
 //
@@ -33,6 +33,7 @@ import (
 	"banger/internal/layout"
 	"banger/internal/linuxnet"
 	"banger/internal/privileged"
+	"banger/internal/vmm/firecracker/jailhelper"
 )
 
 func main() {
@@ -102,6 +103,7 @@ func run(args []string, stderr io.Writer) error {
 		Net:          nl,
 		Resolver:     nl,
 		Block:        blockdev.Local{},
+		Jail:         jailRuntime(cfg, lay, uid, gid, logger),
 		Audit:        privileged.NewAuditLogger(auditFile),
 		Logger:       logger,
 	})
@@ -113,6 +115,19 @@ func run(args []string, stderr io.Writer) error {
 	logger.Info("starting", "version", buildinfo.Get(), "root", lay.Root, "owner_uid", uid, "owner_gid", gid,
 		"socket", lay.HelperSocket(), "audit", lay.AuditLog())
 	return srv.ListenAndServe(ctx)
+}
+
+// jailRuntime runs the jailer for the jail ops with the helper's own configuration
+// (vmm.jailer, vmm.firecracker, resolved now); nil when vmm.jailer is empty.
+func jailRuntime(cfg config.Config, lay layout.Layout, uid, gid int, log *slog.Logger) privileged.JailRuntime {
+	if cfg.VMM.Jailer == "" {
+		return nil
+	}
+	r := jailhelper.NewRunner(cfg.VMM.Jailer, cfg.VMM.Firecracker, privileged.JailBase(lay), uid, gid)
+	if r.Missing != "" {
+		log.Warn("jail ops unavailable", "reason", r.Missing)
+	}
+	return r
 }
 
 func newLogger(format string, w io.Writer) (*slog.Logger, error) {

@@ -72,8 +72,8 @@ func run() error {
 		initBin = ""
 	}
 	bangerBin, _ := system.FindBinary("banger")
-	drv, defDriver := drivers(cfg, log)
 	helper := privileged.NewClient(l.HelperSocket())
+	drv, defDriver := drivers(cfg, l, helper, log)
 	d, err := daemon.Open(ctx, daemon.Options{Layout: l, Config: cfg, Helper: helper, Block: privileged.NewBlockClient(helper), Logger: log, AgentPath: agent, InitPath: initBin, BangerPath: bangerBin,
 		Drivers: drv, DefaultDriver: defDriver})
 	if err != nil {

@@ -62,8 +62,11 @@ type VMM struct {
 	// Driver is auto, firecracker or qemu.
 	Driver      string `toml:"driver"`
 	Firecracker string `toml:"firecracker"`
-	Jailer      string `toml:"jailer"`
-	QEMU        string `toml:"qemu"`
+	// Jailer, when set, runs Firecracker under this jailer binary through
+	// banger-helper. Opt-in: see README (the jail base lives under banger's
+	// owner-writable root).
+	Jailer string `toml:"jailer"`
+	QEMU   string `toml:"qemu"`
 }
 
 // Default returns the configuration used when no file exists.
@@ -71,7 +74,7 @@ func Default() Config {
 	return Config{
 		Network: Network{Bridge: DefaultBridge, BridgeCIDR: DefaultBridgeCIDR, TapPoolSize: DefaultTapPoolSize, MTU: DefaultMTU},
 		DNS:     DNS{Domain: DefaultDNSDomain},
-		VMM:     VMM{Driver: DefaultDriver, Firecracker: "firecracker", Jailer: "jailer", QEMU: "qemu-system-x86_64"},
+		VMM:     VMM{Driver: DefaultDriver, Firecracker: "firecracker", QEMU: "qemu-system-x86_64"},
 	}
 }
 

@@ -193,3 +193,21 @@ func (c *Client) dialError(op string, err error) error {
 	}
 	return fmt.Errorf("helper %s: %w", op, err)
 }
+
+// JailLaunch builds a VM's jail and starts firecracker in it under the helper's
+// jailer (see JailLaunchRequest); it returns firecracker's host PID.
+func (c *Client) JailLaunch(ctx context.Context, req JailLaunchRequest) (JailLaunchResponse, error) {
+	var resp JailLaunchResponse
+	err := c.call(ctx, OpJailLaunch, req, &resp)
+	return resp, err
+}
+
+// JailSignal signals a jail's firecracker; a process gone is not an error.
+func (c *Client) JailSignal(ctx context.Context, req JailSignalRequest) error {
+	return c.call(ctx, OpJailSignal, req, &JailSignalResponse{})
+}
+
+// JailRemove deletes a jail whose firecracker has exited.
+func (c *Client) JailRemove(ctx context.Context, req JailRemoveRequest) error {
+	return c.call(ctx, OpJailRemove, req, &JailRemoveResponse{})
+}

@@ -36,6 +36,9 @@ func (s *Server) handlerTable() map[string]handler {
 		OpDMCreate:        typed(s.v.dmCreateCheck, s.dmCreate),
 		OpDMRemove:        typed(s.v.dmRemoveCheck, s.dmRemove),
 		OpDMList:          typed(nil, s.dmList),
+		OpJailLaunch:      typed(s.v.jailLaunchSyntax, s.jailLaunch),
+		OpJailSignal:      typed(s.v.jailSignal, s.jailSignal),
+		OpJailRemove:      typed(s.v.jailRemove, s.jailRemove),
 	}
 }
 

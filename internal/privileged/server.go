@@ -64,6 +64,9 @@ type ServerConfig struct {
 	Net      NetOps
 	Resolver ResolverOps
 	Block    BlockOps
+	// Jail runs Firecracker's jailer for the jail ops; nil makes them answer that
+	// the jailer is not configured.
+	Jail JailRuntime
 	// Audit receives exactly one line per call (see NewAuditLogger). Never nil.
 	Audit *slog.Logger
 	// Logger receives operational messages; nil discards them.
@@ -144,6 +147,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			disksRel:  mustRel(cfg.Layout.Root, cfg.Layout.DisksDir()),
 			imagesRel: mustRel(cfg.Layout.Root, cfg.Layout.ImagesDir()),
 			dmPrefix:  DMPrefix(cfg.Layout.DisksDir()),
+			logDir:    cfg.Layout.LogDir,
 		},
 		log:           log,
 		resolverState: "unknown: not requested since the helper started",

@@ -44,6 +44,8 @@ type validator struct {
 	// dmPrefix is DMPrefix of the layout's disks directory: every dm name this root
 	// may create or remove starts with it.
 	dmPrefix string
+	// logDir is the layout's log directory, where jails' console logs go.
+	logDir string
 }
 
 func invalidf(format string, args ...any) *Error {
