@@ -125,41 +125,15 @@ func newImageImportCmd(env *Env) *cobra.Command {
 }
 
 func newImageLsCmd(env *Env) *cobra.Command {
-	var asJSON, quiet bool
-	cmd := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list"},
-		Short:   "List images",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := env.Client()
-			if err != nil {
-				return err
-			}
-			imgs, err := cl.Images(cmd.Context())
-			if err != nil {
-				return err
-			}
-			switch {
-			case asJSON:
-				return writeJSON(env.Out, imgs)
-			case quiet:
-				for _, img := range imgs {
-					fmt.Fprintln(env.Out, img.ID)
-				}
-				return nil
-			}
-			w := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tID\tSIZE\tKIND\tCREATED\tVMS")
-			for _, img := range imgs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\n", imageName(img), shortID(img.ID), progress.HumanBytes(img.SizeBytes), img.Kind, ago(img.CreatedAt), len(img.UsedBy))
-			}
-			return w.Flush()
+	return newListCmd(env, listing[api.Image]{
+		short:  "List images",
+		fetch:  (*api.Client).Images,
+		id:     func(img api.Image) string { return img.ID },
+		header: "NAME\tID\tSIZE\tKIND\tCREATED\tVMS",
+		row: func(img api.Image) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d", imageName(img), shortID(img.ID), progress.HumanBytes(img.SizeBytes), img.Kind, ago(img.CreatedAt), len(img.UsedBy))
 		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print image ids only")
-	return cmd
+	})
 }
 
 func newImageInspectCmd(env *Env) *cobra.Command {

@@ -93,41 +93,15 @@ func printKernel(env *Env, k api.Kernel, asJSON bool) error {
 }
 
 func newKernelLsCmd(env *Env) *cobra.Command {
-	var asJSON, quiet bool
-	cmd := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list"},
-		Short:   "List kernels",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := env.Client()
-			if err != nil {
-				return err
-			}
-			ks, err := cl.Kernels(cmd.Context())
-			if err != nil {
-				return err
-			}
-			switch {
-			case asJSON:
-				return writeJSON(env.Out, ks)
-			case quiet:
-				for _, k := range ks {
-					fmt.Fprintln(env.Out, k.ID)
-				}
-				return nil
-			}
-			w := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tID\tVERSION\tINITRD\tCREATED")
-			for _, k := range ks {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Name, shortID(k.ID), k.Version, yesNo(k.InitrdPath != ""), ago(k.CreatedAt))
-			}
-			return w.Flush()
+	return newListCmd(env, listing[api.Kernel]{
+		short:  "List kernels",
+		fetch:  (*api.Client).Kernels,
+		id:     func(k api.Kernel) string { return k.ID },
+		header: "NAME\tID\tVERSION\tINITRD\tCREATED",
+		row: func(k api.Kernel) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", k.Name, shortID(k.ID), k.Version, yesNo(k.InitrdPath != ""), ago(k.CreatedAt))
 		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print kernel ids only")
-	return cmd
+	})
 }
 
 func newKernelInspectCmd(env *Env) *cobra.Command {

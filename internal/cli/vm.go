@@ -241,40 +241,16 @@ func printTimings(w io.Writer, t *api.Timings) {
 }
 
 func newVMLsCmd(env *Env) *cobra.Command {
-	var asJSON, quiet bool
-	cmd := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list", "ps"},
-		Short:   "List VMs",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := env.Client()
-			if err != nil {
-				return err
-			}
-			vms, err := cl.VMs(cmd.Context())
-			if err != nil {
-				return err
-			}
-			switch {
-			case asJSON:
-				return writeJSON(env.Out, vms)
-			case quiet:
-				for _, v := range vms {
-					fmt.Fprintln(env.Out, v.Name)
-				}
-				return nil
-			}
-			w := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSTATE\tIP\tCPUS\tMEMORY\tDRIVER\tIMAGE\tCREATED")
-			for _, v := range vms {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s\n", v.Name, v.State, orNone(v.IP), v.CPUs, v.MemoryMiB, v.Driver, shortID(v.Image), ago(v.CreatedAt))
-			}
-			return w.Flush()
+	cmd := newListCmd(env, listing[api.VM]{
+		short:  "List VMs",
+		fetch:  (*api.Client).VMs,
+		id:     func(v api.VM) string { return v.Name },
+		header: "NAME\tSTATE\tIP\tCPUS\tMEMORY\tDRIVER\tIMAGE\tCREATED",
+		row: func(v api.VM) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s", v.Name, v.State, orNone(v.IP), v.CPUs, v.MemoryMiB, v.Driver, shortID(v.Image), ago(v.CreatedAt))
 		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print names only")
+	})
+	cmd.Aliases = append(cmd.Aliases, "ps")
 	return cmd
 }
 
