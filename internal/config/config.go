@@ -62,9 +62,8 @@ type VMM struct {
 	// Driver is auto, firecracker or qemu.
 	Driver      string `toml:"driver"`
 	Firecracker string `toml:"firecracker"`
-	// Jailer, when set, runs Firecracker under this jailer binary through
-	// banger-helper. Opt-in: see README (the jail base lives under banger's
-	// owner-writable root).
+	// Jailer runs Firecracker under this jailer binary through banger-helper
+	// where it is installed; empty runs Firecracker unjailed.
 	Jailer string `toml:"jailer"`
 	QEMU   string `toml:"qemu"`
 }
@@ -74,7 +73,7 @@ func Default() Config {
 	return Config{
 		Network: Network{Bridge: DefaultBridge, BridgeCIDR: DefaultBridgeCIDR, TapPoolSize: DefaultTapPoolSize, MTU: DefaultMTU},
 		DNS:     DNS{Domain: DefaultDNSDomain},
-		VMM:     VMM{Driver: DefaultDriver, Firecracker: "firecracker", QEMU: "qemu-system-x86_64"},
+		VMM:     VMM{Driver: DefaultDriver, Firecracker: "firecracker", Jailer: "jailer", QEMU: "qemu-system-x86_64"},
 	}
 }
 

@@ -113,10 +113,19 @@ func (l Layout) Dirs() []string {
 	return []string{l.Root, l.RunDir, l.VMSocketDir(), l.StateDir, l.ImagesDir(), l.KernelsDir(), l.DisksDir(), l.LogDir}
 }
 
-// Create makes every directory with mode 0750 and, when uid >= 0, chowns them to
-// uid:gid so an unprivileged owner daemon can use a root prepared by root.
+// Create makes every directory and, when uid >= 0, chowns them to uid:gid so an
+// unprivileged owner daemon can use a root prepared by root. The root itself is
+// left to whoever made it (root, under `system run|install`): the owner gets
+// run/, state/ and logs/, while config.toml, install.json and the jail base stay
+// root's, out of the owner's reach.
 func (l Layout) Create(uid, gid int) error {
+	if err := os.MkdirAll(l.Root, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", l.Root, err)
+	}
 	for _, d := range l.Dirs() {
+		if d == l.Root {
+			continue
+		}
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -57,6 +58,34 @@ func TestCreate(t *testing.T) {
 		st, err := os.Stat(d)
 		if err != nil || !st.IsDir() {
 			t.Errorf("%s: %v", d, err)
+		}
+	}
+}
+
+func TestCreateGivesOwnerSubdirsNotRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	l, err := New(filepath.Join(t.TempDir(), "root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Create(12345, 12345); err != nil {
+		t.Fatal(err)
+	}
+	uid := func(p string) uint32 {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Uid
+	}
+	if got := uid(l.Root); got != 0 {
+		t.Errorf("root owned by %d, want root's: config.toml, install.json and the jail base live there", got)
+	}
+	for _, d := range []string{l.RunDir, l.StateDir, l.LogDir, l.DisksDir()} {
+		if got := uid(d); got != 12345 {
+			t.Errorf("%s owned by %d, want the owner 12345", d, got)
 		}
 	}
 }

@@ -30,7 +30,11 @@ const (
 // JailBase is the jailer's --chroot-base-dir for a root: short (socket paths under it
 // must fit in 107 bytes) and on the filesystem of the disks, which are hard-linked in.
 // bangerd's driver and the helper both use it, so they agree on every jail path.
-func JailBase(l layout.Layout) string { return filepath.Join(l.StateDir, "jail") }
+//
+// It lives directly in the root, which stays root's (layout.Create gives the owner
+// only run/, state/ and logs/), so the owner cannot swap it for a symlink between
+// the helper's checks and the jailer's use; the helper also checks every ancestor.
+func JailBase(l layout.Layout) string { return filepath.Join(l.Root, "jail") }
 
 // JailLaunchRequest builds the jail of one VM and starts the jailer in it.
 type JailLaunchRequest struct {

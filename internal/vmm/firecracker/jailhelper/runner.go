@@ -182,7 +182,29 @@ func (r Runner) ensureBase() error {
 	if !fi.IsDir() || !ok || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
 		return fmt.Errorf("chroot base %s must be a directory owned by root, writable by root only: move it away and retry", r.ChrootBase)
 	}
-	return nil
+	return rootOwnedAncestors(filepath.Dir(r.ChrootBase))
+}
+
+// rootOwnedAncestors refuses a path any of whose directories someone other than
+// root could rename or replace: each must be root's and not writable by group or
+// others, unless sticky (as /tmp is: there only an entry's owner may rename it).
+// The jailer opens the chroot base by name after the helper's checks, so this is
+// what keeps it from being swapped in between.
+func rootOwnedAncestors(dir string) error {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("jail base ancestor %s: %w", d, err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		writable := fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0
+		if !fi.IsDir() || !ok || st.Uid != 0 || writable {
+			return fmt.Errorf("jail base: %s must be a root-owned directory that only root can change (banger system run/install prepare the root so): the jailer is refused rather than run where its chroot could be swapped", d)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }
 
 // running returns the PID of the jail's firecracker when it runs, else 0: the PID
