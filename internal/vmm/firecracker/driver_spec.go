@@ -24,17 +24,17 @@ func validate(s vmm.Spec) error {
 	if s.MemoryMiB < 1 {
 		errs = append(errs, fmt.Errorf("memory %d MiB: want at least 1", s.MemoryMiB))
 	}
-	if err := readable("kernel", s.Kernel); err != nil {
+	if err := vmm.CheckFile("kernel", s.Kernel); err != nil {
 		errs = append(errs, err)
 	}
 	if s.Initrd != "" {
-		if err := readable("initrd", s.Initrd); err != nil {
+		if err := vmm.CheckFile("initrd", s.Initrd); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	switch s.Root.Format {
 	case "raw":
-		if err := readable("root disk", s.Root.Path); err != nil {
+		if err := vmm.CheckFile("root disk", s.Root.Path); err != nil {
 			errs = append(errs, err)
 		} else if !s.Root.ReadOnly {
 			if err := unix.Access(s.Root.Path, unix.W_OK); err != nil {
@@ -68,28 +68,6 @@ func validate(s vmm.Spec) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func readable(what, path string) error {
-	if path == "" {
-		return fmt.Errorf("no %s given", what)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s %s does not exist", what, path)
-		}
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if !fi.Mode().IsRegular() && fi.Mode().Type() != fs.ModeDevice {
-		return fmt.Errorf("%s %s is not a file", what, path)
-	}
-	return nil
 }
 
 // rootDevice is the device Firecracker names in the root= it appends.
@@ -202,33 +180,6 @@ func socketLive(path string) bool {
 	}
 	defer unix.Close(fd)
 	return unix.Connect(fd, &unix.SockaddrUnix{Name: path}) == nil
-}
-
-// removeSockets removes the sockets of a VMM that has exited. Only sockets are
-// removed: a Handle read back from a store must not delete anything else.
-func removeSockets(paths ...string) error {
-	var errs []error
-	for _, p := range paths {
-		if p == "" {
-			continue
-		}
-		fi, err := os.Lstat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if fi.Mode().Type() != fs.ModeSocket {
-			errs = append(errs, fmt.Errorf("%s is not a socket: left in place", p))
-			continue
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // logTails is the end of Firecracker's log and of the console, formatted to

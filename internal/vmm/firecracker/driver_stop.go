@@ -2,15 +2,12 @@ package firecracker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"banger/internal/agent/client"
 	"banger/internal/agent/proto"
 	"banger/internal/vmm"
 	"banger/internal/vmm/process"
@@ -37,70 +34,6 @@ func (d *Driver) Stop(ctx context.Context, h vmm.Handle, timeout time.Duration) 
 	return nil
 }
 
-func (d *Driver) shutdown(ctx context.Context, h vmm.Handle, ref process.Ref, timeout time.Duration) error {
-	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel below: the requests end with wctx
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := ctrlAltDel(wctx, h.APISocket); err != nil && wctx.Err() == nil {
-			d.log.Debug("Ctrl+Alt+Del not delivered", "pid", h.PID, "err", err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := d.agentReboot(wctx, h); err != nil && wctx.Err() == nil {
-			d.log.Debug("agent reboot not delivered", "pid", h.PID, "err", err)
-		}
-	}()
-	err := process.Wait(wctx, ref)
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("firecracker pid %d: stop: %w", h.PID, ctx.Err())
-	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("firecracker pid %d: stop: %w", h.PID, err)
-	}
-	d.log.Warn("guest did not shut down in time; terminating firecracker", "pid", h.PID, "timeout", timeout)
-	forced, err := d.terminate(ctx, h, ref)
-	if err != nil {
-		return fmt.Errorf("firecracker pid %d: stop: %w", h.PID, err)
-	}
-	if forced {
-		d.log.Warn("firecracker ignored SIGTERM; killed it", "pid", h.PID, "grace", d.o.TermGrace)
-	}
-	return nil
-}
-
-// terminate is SIGTERM, up to TermGrace for the exit, then SIGKILL, through
-// whatever may signal h's process (the jail's ops for a jailed one).
-func (d *Driver) terminate(ctx context.Context, h vmm.Handle, ref process.Ref) (forced bool, err error) {
-	signal := d.signaller(h)
-	if err := signal(ctx, ref, unix.SIGTERM); err != nil {
-		return false, err
-	}
-	gctx, cancel := context.WithTimeout(ctx, d.o.TermGrace)
-	err = process.Wait(gctx, ref)
-	cancel()
-	if err == nil {
-		return false, nil
-	}
-	if ctx.Err() != nil {
-		return false, ctx.Err()
-	}
-	if err := signal(ctx, ref, unix.SIGKILL); err != nil {
-		return true, err
-	}
-	if err := process.Wait(ctx, ref); err != nil {
-		return true, fmt.Errorf("%s after SIGKILL: %w", ref, err)
-	}
-	return true, nil
-}
-
 // ctrlAltDel sends SendCtrlAltDel (x86 only: the keyboard controller's
 // reset), resuming a paused microVM first: a paused guest cannot react.
 func ctrlAltDel(ctx context.Context, apiSocket string) error {
@@ -121,32 +54,6 @@ func ctrlAltDel(ctx context.Context, apiSocket string) error {
 		}
 	}
 	return c.Action(ctx, ActionSendCtrlAltDel)
-}
-
-// agentReboot asks the guest agent to reboot: a reboot ends Firecracker on
-// every architecture, where a power-off does not on x86 (no ACPI power-off:
-// the guest halts and the process lives on).
-func (d *Driver) agentReboot(ctx context.Context, h vmm.Handle) error {
-	conn, err := d.DialAgent(ctx, h)
-	if err != nil {
-		return err
-	}
-	c, err := client.Dial(ctx, conn, client.Options{Logger: d.log})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Shutdown(ctx, proto.ActionReboot); err != nil {
-		return err
-	}
-	// Hold the session until the guest ends it. Hanging up at once races the
-	// agent: it may see the hang-up before its answer's write completes, take
-	// the write as failed and not shut down at all.
-	select {
-	case <-c.Done():
-	case <-ctx.Done():
-	}
-	return nil
 }
 
 // Kill ends Firecracker at once (SIGKILL), waits for it to go and removes its
@@ -172,7 +79,7 @@ func (d *Driver) Kill(ctx context.Context, h vmm.Handle) error {
 
 // signaller is how h's process is signalled: directly, or through the jail's
 // ops for a jailed Firecracker (it runs as another user).
-func (d *Driver) signaller(h vmm.Handle) func(context.Context, process.Ref, unix.Signal) error {
+func (d *Driver) signaller(h vmm.Handle) process.Signaller {
 	if j, ok := d.jailOf(h); ok {
 		ops := d.o.Jailer.Ops
 		return func(ctx context.Context, r process.Ref, sig unix.Signal) error {
@@ -182,7 +89,7 @@ func (d *Driver) signaller(h vmm.Handle) func(context.Context, process.Ref, unix
 			return nil
 		}
 	}
-	return func(_ context.Context, r process.Ref, sig unix.Signal) error { return process.Signal(r, sig) }
+	return process.Direct
 }
 
 // cleanup removes what an exited Firecracker left: its sockets, and for a
@@ -191,5 +98,31 @@ func (d *Driver) cleanup(ctx context.Context, h vmm.Handle) error {
 	if j, ok := d.jailOf(h); ok {
 		return d.o.Jailer.Ops.Remove(ctx, j)
 	}
-	return removeSockets(h.APISocket, h.AgentSocket)
+	return vmm.RemoveSockets(h.APISocket, h.AgentSocket)
+}
+
+// shutdown sends Ctrl+Alt+Del and asks the agent to reboot — a reboot ends
+// Firecracker on every architecture, where a power-off does not on x86 (no ACPI
+// power-off: the guest halts and the process lives on) — then terminates
+// Firecracker (through the jail's ops for a jailed one) if it has not exited
+// after timeout.
+func (d *Driver) shutdown(ctx context.Context, h vmm.Handle, ref process.Ref, timeout time.Duration) error {
+	timedOut, forced, err := process.Shutdown(ctx, ref, timeout, d.o.TermGrace, d.signaller(h),
+		func(ctx context.Context) {
+			if err := ctrlAltDel(ctx, h.APISocket); err != nil && ctx.Err() == nil {
+				d.log.Debug("Ctrl+Alt+Del not delivered", "pid", h.PID, "err", err)
+			}
+		},
+		func(ctx context.Context) {
+			if err := vmm.AgentShutdown(ctx, d, h, proto.ActionReboot, d.log); err != nil && ctx.Err() == nil {
+				d.log.Debug("agent reboot not delivered", "pid", h.PID, "err", err)
+			}
+		})
+	if timedOut {
+		d.log.Warn("guest did not shut down in time; terminated firecracker", "pid", h.PID, "timeout", timeout, "killed", forced)
+	}
+	if err != nil {
+		return fmt.Errorf("firecracker pid %d: stop: %w", h.PID, err)
+	}
+	return nil
 }

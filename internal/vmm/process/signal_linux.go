@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -178,13 +179,25 @@ func signalUnpinned(r Ref, sig unix.Signal) error {
 // error. It does not wait: follow it with Wait.
 func Kill(r Ref) error { return Signal(r, unix.SIGKILL) }
 
+// Signaller sends sig to r: Direct for a process this one may signal, or a
+// privileged route (the helper, for a jailed Firecracker running as another user).
+type Signaller func(ctx context.Context, r Ref, sig unix.Signal) error
+
+// Direct signals r itself (through a pidfd, see Signal).
+func Direct(_ context.Context, r Ref, sig unix.Signal) error { return Signal(r, sig) }
+
 // Terminate is the graceful-then-forced end of a process: sig (SIGTERM for
 // QEMU, which then exits cleanly, flushing its disks), up to grace for the
 // process to exit, then SIGKILL and a wait for it to go. forced says the kill
 // was needed. If ctx ends first Terminate returns ctx's error and kills nothing
 // more: the caller gave up waiting, it did not ask for more force.
 func Terminate(ctx context.Context, r Ref, sig unix.Signal, grace time.Duration) (forced bool, err error) {
-	if err := Signal(r, sig); err != nil {
+	return TerminateWith(ctx, r, sig, grace, Direct)
+}
+
+// TerminateWith is Terminate with the signals sent through signal.
+func TerminateWith(ctx context.Context, r Ref, sig unix.Signal, grace time.Duration, signal Signaller) (forced bool, err error) {
+	if err := signal(ctx, r, sig); err != nil {
 		return false, err
 	}
 	gctx, cancel := context.WithTimeout(ctx, grace)
@@ -196,11 +209,39 @@ func Terminate(ctx context.Context, r Ref, sig unix.Signal, grace time.Duration)
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	if err := Kill(r); err != nil {
+	if err := signal(ctx, r, unix.SIGKILL); err != nil {
 		return true, err
 	}
 	if err := Wait(ctx, r); err != nil {
 		return true, fmt.Errorf("%s after SIGKILL: %w", r, err)
 	}
 	return true, nil
+}
+
+// Shutdown is a VMM's graceful stop: every ask (a way of asking the guest to go:
+// an ACPI button, Ctrl+Alt+Del, the agent) runs at once, bounded by timeout,
+// while Shutdown waits for r to exit; a VMM still running then is terminated
+// (SIGTERM through signal, grace, SIGKILL). timedOut says the guest did not go in
+// time, forced that SIGKILL was needed. If ctx ends first its error is returned
+// and nothing is killed.
+func Shutdown(ctx context.Context, r Ref, timeout, grace time.Duration, signal Signaller, asks ...func(context.Context)) (timedOut, forced bool, err error) {
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel below: the asks end with wctx
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, ask := range asks {
+		wg.Add(1)
+		go func() { defer wg.Done(); ask(wctx) }()
+	}
+	err = Wait(wctx, r)
+	switch {
+	case err == nil:
+		return false, false, nil
+	case ctx.Err() != nil:
+		return false, false, ctx.Err()
+	case !errors.Is(err, context.DeadlineExceeded):
+		return false, false, err
+	}
+	forced, err = TerminateWith(ctx, r, unix.SIGTERM, grace, signal)
+	return true, forced, err
 }

@@ -190,7 +190,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Handle, error) {
 	agentL, err := listenUnix(h.AgentSocket)
 	if err != nil {
 		qmpL.Close()
-		_ = removeSockets(h.APISocket)
+		_ = vmm.RemoveSockets(h.APISocket)
 		return vmm.Handle{}, fmt.Errorf("qemu: %w", err)
 	}
 	args := l.args()
@@ -207,7 +207,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Handle, error) {
 	qmpL.Close()
 	agentL.Close()
 	if err != nil {
-		_ = removeSockets(h.APISocket, h.AgentSocket)
+		_ = vmm.RemoveSockets(h.APISocket, h.AgentSocket)
 		return vmm.Handle{}, fmt.Errorf("qemu: %w", err)
 	}
 	ref := child.Ref()
@@ -294,7 +294,7 @@ func (d *Driver) abort(child *process.Child, h vmm.Handle) {
 	case <-time.After(30 * time.Second):
 		d.log.Error("qemu did not exit after SIGKILL", "pid", child.PID())
 	}
-	if err := removeSockets(h.APISocket, h.AgentSocket); err != nil {
+	if err := vmm.RemoveSockets(h.APISocket, h.AgentSocket); err != nil {
 		d.log.Error("remove sockets after a failed start", "err", err)
 	}
 }

@@ -68,30 +68,3 @@ func removeStale(path string) error {
 	}
 	return nil
 }
-
-// removeSockets removes the sockets of a VMM that has exited. Only sockets are
-// removed: a Handle read back from a store must not delete anything else.
-func removeSockets(paths ...string) error {
-	var errs []error
-	for _, p := range paths {
-		if p == "" {
-			continue
-		}
-		fi, err := os.Lstat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if fi.Mode().Type() != fs.ModeSocket {
-			errs = append(errs, fmt.Errorf("%s is not a socket: left in place", p))
-			continue
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}

@@ -82,9 +82,9 @@ func TestRemoveSockets(t *testing.T) {
 	}
 	f.Close()
 	file := writeFile(t, dir, "not-a-socket", "keep me")
-	err = removeSockets(sock, file, filepath.Join(dir, "missing.sock"), "")
+	err = vmm.RemoveSockets(sock, file, filepath.Join(dir, "missing.sock"), "")
 	if err == nil || !strings.Contains(err.Error(), "not a socket") {
-		t.Errorf("removeSockets: %v, want an error about the regular file", err)
+		t.Errorf("RemoveSockets: %v, want an error about the regular file", err)
 	}
 	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket still there: %v", err)

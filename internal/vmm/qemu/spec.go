@@ -3,7 +3,6 @@ package qemu
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,15 +23,15 @@ func validate(s vmm.Spec) error {
 	if s.MemoryMiB < 1 {
 		errs = append(errs, fmt.Errorf("memory %d MiB: want at least 1", s.MemoryMiB))
 	}
-	if err := readable("kernel", s.Kernel); err != nil {
+	if err := vmm.CheckFile("kernel", s.Kernel); err != nil {
 		errs = append(errs, err)
 	}
 	if s.Initrd != "" {
-		if err := readable("initrd", s.Initrd); err != nil {
+		if err := vmm.CheckFile("initrd", s.Initrd); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := readable("root disk", s.Root.Path); err != nil {
+	if err := vmm.CheckFile("root disk", s.Root.Path); err != nil {
 		errs = append(errs, err)
 	} else if !s.Root.ReadOnly {
 		if err := unix.Access(s.Root.Path, unix.W_OK); err != nil {
@@ -59,28 +58,6 @@ func validate(s vmm.Spec) error {
 		errs = append(errs, fmt.Errorf("tap name %q is not a network interface name", s.Tap))
 	}
 	return errors.Join(errs...)
-}
-
-func readable(what, path string) error {
-	if path == "" {
-		return fmt.Errorf("no %s given", what)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s %s does not exist", what, path)
-		}
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if !fi.Mode().IsRegular() && fi.Mode().Type() != fs.ModeDevice {
-		return fmt.Errorf("%s %s is not a file", what, path)
-	}
-	return nil
 }
 
 // directIO reports whether path can be opened with O_DIRECT (tmpfs cannot),

@@ -2,14 +2,9 @@ package qemu
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"banger/internal/agent/client"
 	"banger/internal/agent/proto"
 	"banger/internal/vmm"
 	"banger/internal/vmm/process"
@@ -30,47 +25,8 @@ func (d *Driver) Stop(ctx context.Context, h vmm.Handle, timeout time.Duration) 
 			return err
 		}
 	}
-	if err := removeSockets(h.APISocket, h.AgentSocket); err != nil {
+	if err := vmm.RemoveSockets(h.APISocket, h.AgentSocket); err != nil {
 		return fmt.Errorf("qemu pid %d stopped, but: %w", h.PID, err)
-	}
-	return nil
-}
-
-func (d *Driver) shutdown(ctx context.Context, h vmm.Handle, ref process.Ref, timeout time.Duration) error {
-	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel below: the requests end with wctx
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := powerdown(wctx, h.APISocket); err != nil && wctx.Err() == nil {
-			d.log.Debug("ACPI power-down not delivered", "pid", h.PID, "err", err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := d.agentPoweroff(wctx, h); err != nil && wctx.Err() == nil {
-			d.log.Debug("agent power-off not delivered", "pid", h.PID, "err", err)
-		}
-	}()
-	err := process.Wait(wctx, ref)
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("qemu pid %d: stop: %w", h.PID, ctx.Err())
-	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("qemu pid %d: stop: %w", h.PID, err)
-	}
-	d.log.Warn("guest did not power off in time; terminating qemu", "pid", h.PID, "timeout", timeout)
-	forced, err := process.Terminate(ctx, ref, unix.SIGTERM, d.o.TermGrace)
-	if err != nil {
-		return fmt.Errorf("qemu pid %d: stop: %w", h.PID, err)
-	}
-	if forced {
-		d.log.Warn("qemu ignored SIGTERM; killed it", "pid", h.PID, "grace", d.o.TermGrace)
 	}
 	return nil
 }
@@ -97,32 +53,6 @@ func powerdown(ctx context.Context, qmpPath string) error {
 	return q.execute(ctx, "system_powerdown", nil, nil)
 }
 
-// agentPoweroff asks the guest agent to power off. While another host peer
-// holds the serial port (a VMService session), this connection waits its turn
-// and ends with ctx; the ACPI request and the timeout cover that case.
-func (d *Driver) agentPoweroff(ctx context.Context, h vmm.Handle) error {
-	conn, err := d.DialAgent(ctx, h)
-	if err != nil {
-		return err
-	}
-	c, err := client.Dial(ctx, conn, client.Options{Logger: d.log})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Shutdown(ctx, proto.ActionPoweroff); err != nil {
-		return err
-	}
-	// Hold the session until the guest ends it. Hanging up at once races the
-	// agent: it may see the hang-up before its answer's write completes, take
-	// the write as failed and not shut down at all.
-	select {
-	case <-c.Done():
-	case <-ctx.Done():
-	}
-	return nil
-}
-
 // Kill ends QEMU at once (SIGKILL), waits for it to go and removes its sockets.
 // Killing an exited VMM succeeds.
 func (d *Driver) Kill(ctx context.Context, h vmm.Handle) error {
@@ -138,8 +68,34 @@ func (d *Driver) Kill(ctx context.Context, h vmm.Handle) error {
 			return fmt.Errorf("qemu pid %d: wait after SIGKILL: %w", h.PID, err)
 		}
 	}
-	if err := removeSockets(h.APISocket, h.AgentSocket); err != nil {
+	if err := vmm.RemoveSockets(h.APISocket, h.AgentSocket); err != nil {
 		return fmt.Errorf("qemu pid %d killed, but: %w", h.PID, err)
+	}
+	return nil
+}
+
+// shutdown presses the ACPI power button and asks the agent to power off (the
+// button does nothing to a guest whose init is banger-agent: the agent request is
+// what works there; while a VMService session holds the serial port the agent
+// request waits its turn and the timeout covers it), then terminates QEMU if the
+// guest has not gone after timeout.
+func (d *Driver) shutdown(ctx context.Context, h vmm.Handle, ref process.Ref, timeout time.Duration) error {
+	timedOut, forced, err := process.Shutdown(ctx, ref, timeout, d.o.TermGrace, process.Direct,
+		func(ctx context.Context) {
+			if err := powerdown(ctx, h.APISocket); err != nil && ctx.Err() == nil {
+				d.log.Debug("ACPI power-down not delivered", "pid", h.PID, "err", err)
+			}
+		},
+		func(ctx context.Context) {
+			if err := vmm.AgentShutdown(ctx, d, h, proto.ActionPoweroff, d.log); err != nil && ctx.Err() == nil {
+				d.log.Debug("agent power-off not delivered", "pid", h.PID, "err", err)
+			}
+		})
+	if timedOut {
+		d.log.Warn("guest did not power off in time; terminated qemu", "pid", h.PID, "timeout", timeout, "killed", forced)
+	}
+	if err != nil {
+		return fmt.Errorf("qemu pid %d: stop: %w", h.PID, err)
 	}
 	return nil
 }
