@@ -15,14 +15,11 @@ func (d *Daemon) toAPIVM(v vmservice.VM) api.VM {
 	out := api.VM{
 		ID: v.ID, Name: v.Name, State: string(v.State), DNSName: v.Name + "." + d.opts.Config.DNS.Domain,
 		Image: v.ImageID, Kernel: v.KernelID, Driver: v.Driver, CPUs: v.CPUs, MemoryMiB: v.MemoryMiB, DiskBytes: v.DiskBytes,
-		Env: v.Env, Publish: v.Publish, CreatedAt: v.CreatedAt, StartError: v.StartError,
+		Env: v.Env, Publish: v.Publish, CreatedAt: v.CreatedAt, StartError: v.StartError, ConsoleLog: v.ConsoleLog,
 		Disk: api.VMDisk{Strategy: v.DiskInfo.Strategy, Path: v.DiskInfo.Path, Format: string(v.DiskInfo.Format), SizeBytes: v.DiskInfo.SizeBytes, Base: v.DiskInfo.Base},
 	}
 	if v.IP.IsValid() {
 		out.IP = v.IP.String()
-	}
-	if p, err := d.vms.ConsoleLog(context.Background(), v.ID); err == nil {
-		out.ConsoleLog = p
 	}
 	if h := v.Handle; h != nil {
 		out.PID, out.Tap, out.VsockCID, out.APISocket, out.AgentSocket = h.PID, h.Tap, h.VsockCID, h.APISocket, h.AgentSocket
@@ -54,29 +51,23 @@ func (d *Daemon) getVM(r *http.Request) (any, error) {
 	return d.toAPIVM(v), nil
 }
 
-// createVM creates and, for `vm run`, starts a VM. A VM that was created but
-// failed to start is removed again: `vm run` leaves nothing half-made.
+// createVM creates, and for `vm run` starts, a VM.
 func (d *Daemon) createVM(r *http.Request) (any, error) {
 	var req api.VMCreateRequest
 	if err := decodeBody(r, &req); err != nil {
 		return nil, err
 	}
-	ctx := r.Context()
-	v, err := d.vms.Create(ctx, vmservice.CreateRequest{
+	cr := vmservice.CreateRequest{
 		Name: req.Name, Image: req.Image, Kernel: req.Kernel, Driver: req.Driver, CPUs: req.CPUs,
 		MemoryMiB: req.MemoryMiB, DiskBytes: req.DiskBytes, Env: req.Env, Publish: req.Publish,
-	})
+	}
+	create := d.vms.Create
+	if req.Start {
+		create = d.vms.Run
+	}
+	v, err := create(r.Context(), cr)
 	if err != nil {
 		return nil, err
-	}
-	if req.Start {
-		id := v.ID
-		if v, err = d.vms.Start(ctx, id); err != nil {
-			if _, rmErr := d.vms.Remove(context.WithoutCancel(ctx), id, true); rmErr != nil {
-				d.log.Error("remove a VM whose start failed", "err", rmErr)
-			}
-			return nil, err
-		}
 	}
 	return d.toAPIVM(v), nil
 }

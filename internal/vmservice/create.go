@@ -150,3 +150,21 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (_ VM, err erro
 	s.log.Info("vm created", "vm", req.Name, "id", id, "ip", ip, "image", img.ID, "disk", d.Strategy)
 	return s.Get(ctx, id)
 }
+
+// Run creates and starts a VM (`banger vm run`). A VM whose start fails is
+// removed again, so a failed run leaves nothing behind; the start's error, with
+// the console's last lines, is returned.
+func (s *Service) Run(ctx context.Context, req CreateRequest) (VM, error) {
+	v, err := s.Create(ctx, req)
+	if err != nil {
+		return VM{}, err
+	}
+	started, err := s.Start(ctx, v.ID)
+	if err != nil {
+		if _, rmErr := s.Remove(context.WithoutCancel(ctx), v.ID, true); rmErr != nil {
+			s.log.Error("remove a VM whose start failed", "vm", v.Name, "err", rmErr)
+		}
+		return VM{}, err
+	}
+	return started, nil
+}

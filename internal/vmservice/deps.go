@@ -34,6 +34,7 @@ type Store interface {
 	ListHandles(ctx context.Context) ([]store.Handle, error)
 	ClearHandle(ctx context.Context, vmID string) error
 	LeaseOf(ctx context.Context, vmID string) (store.Lease, error)
+	ListLeases(ctx context.Context) ([]store.Lease, error)
 }
 
 // Images resolves an image and brings its guest agent up to date.

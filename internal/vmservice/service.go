@@ -74,20 +74,32 @@ type VM struct {
 	Publish  []string
 	// StartError is the last failed start's reason.
 	StartError string
+	// ConsoleLog is the guest's serial console log.
+	ConsoleLog string
 }
 
 func (s *Service) view(ctx context.Context, vm store.VM) (VM, error) {
-	v := VM{VM: vm}
+	var lease store.Lease
 	if l, err := s.d.Store.LeaseOf(ctx, vm.ID); err == nil {
-		v.IP = l.Addr
+		lease = l
 	}
-	if h, err := s.d.Store.GetHandle(ctx, vm.ID); err == nil && h.PID != 0 {
+	var handle store.Handle
+	if h, err := s.d.Store.GetHandle(ctx, vm.ID); err == nil {
+		handle = h
+	}
+	return s.assemble(vm, lease, handle), nil
+}
+
+// assemble builds the view of vm from its lease and handle (zero when none).
+func (s *Service) assemble(vm store.VM, lease store.Lease, h store.Handle) VM {
+	v := VM{VM: vm, IP: lease.Addr, ConsoleLog: s.consoleLog(vm.ID)}
+	if h.PID != 0 {
 		v.Handle = &h
 	}
 	_ = json.Unmarshal(vm.Disk, &v.DiskInfo)
 	sp := decodeSpec(vm.Spec)
 	v.Timings, v.Env, v.Publish, v.StartError = sp.Timings, sp.Env, sp.Publish, sp.StartError
-	return v, nil
+	return v
 }
 
 // Get returns one VM by id or name.
@@ -99,19 +111,31 @@ func (s *Service) Get(ctx context.Context, ref string) (VM, error) {
 	return s.view(ctx, vm)
 }
 
-// List returns every VM.
+// List returns every VM: three reads of the store, whatever the number of VMs.
 func (s *Service) List(ctx context.Context) ([]VM, error) {
 	vms, err := s.d.Store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
+	leases, err := s.d.Store.ListLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	handles, err := s.d.Store.ListHandles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leaseOf := make(map[string]store.Lease, len(leases))
+	for _, l := range leases {
+		leaseOf[l.VMID] = l
+	}
+	handleOf := make(map[string]store.Handle, len(handles))
+	for _, h := range handles {
+		handleOf[h.VMID] = h
+	}
 	out := make([]VM, 0, len(vms))
 	for _, vm := range vms {
-		v, err := s.view(ctx, vm)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
+		out = append(out, s.assemble(vm, leaseOf[vm.ID], handleOf[vm.ID]))
 	}
 	return out, nil
 }
