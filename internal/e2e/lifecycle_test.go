@@ -104,6 +104,27 @@ func TestVMLifecycle(t *testing.T) {
 		t.Errorf("vm logs has no kernel boot lines:\n%.500s", out)
 	}
 
+	// wait, restart and kill.
+	if out := e.must("vm", "wait", "web"); !strings.Contains(out, web.IP) {
+		t.Errorf("vm wait web: %q", out)
+	}
+	e.must("vm", "restart", "web")
+	if out := e.must("vm", "exec", "web", "--", "cat", "/root/marker"); strings.TrimSpace(out) != "persisted" {
+		t.Errorf("after vm restart the file reads %q", out)
+	}
+	e.must("vm", "kill", "web")
+	if v := e.vm("web"); v.State != "stopped" || v.PID != 0 || v.Tap != "" {
+		t.Errorf("after kill: state %s pid %d tap %q; want stopped and released", v.State, v.PID, v.Tap)
+	}
+
+	// vm run -- CMD exits with the command's code, and --rm removes the VM after.
+	if _, err := e.banger("vm", "run", "--rm", "--name", "once", "--memory", "256M", "busybox", "--", "sh", "-c", "exit 4"); exitCode(err) != 4 {
+		t.Errorf("vm run --rm -- exit 4: exit %d (%v)", exitCode(err), err)
+	}
+	if out, err := e.banger("vm", "inspect", "once"); err == nil {
+		t.Errorf("vm run --rm left the VM:\n%s", out)
+	}
+
 	e.must("vm", "rm", "-f", "web")
 	if got := strings.TrimSpace(e.inNS("dig", "@"+e.gateway, "-p", "5353", "+short", "web.vm")); got != "" {
 		t.Errorf("a removed VM still resolves: %q", got)
