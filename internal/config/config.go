@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"banger/internal/bytesize"
 )
 
 // Defaults. The bridge CIDR is a /24 from the private 172.16/12 range chosen to be
@@ -26,13 +28,26 @@ const (
 	DefaultDNSDomain   = "vm"
 	DefaultDNSPort     = 5353
 	DefaultDriver      = "auto"
+	// DefaultDNSMaxInFlight bounds the VM DNS server's forwarded queries in flight
+	// at once, over all guests; past it a query is answered SERVFAIL at once.
+	DefaultDNSMaxInFlight = 256
+	// DefaultDNSMaxInFlightPerSource bounds them per guest address, so one guest
+	// cannot take the whole budget from the others.
+	DefaultDNSMaxInFlightPerSource = 32
+	// DefaultConsoleMaxSize caps a VM's console log; the newest bytes are kept.
+	DefaultConsoleMaxSize = "1MiB"
 )
+
+// PrivateRanges are the IPv4 ranges a network.egress_deny entry "private" stands for:
+// RFC 1918 and the shared address space of carrier-grade NAT.
+var PrivateRanges = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
 
 // Config is the whole configuration. Field tags are the TOML keys.
 type Config struct {
 	Network Network `toml:"network"`
 	DNS     DNS     `toml:"dns"`
 	VMM     VMM     `toml:"vmm"`
+	Console Console `toml:"console"`
 }
 
 // Network configures the bridge, the guest address range and the TAP pool.
@@ -46,6 +61,14 @@ type Network struct {
 	TapPoolSize int `toml:"tap_pool_size"`
 	// MTU of the bridge and taps.
 	MTU int `toml:"mtu"`
+	// IsolateVMs drops traffic between guests. Off by default: users run a database
+	// VM and an application VM that talk to each other.
+	IsolateVMs bool `toml:"isolate_vms"`
+	// EgressDeny lists IPv4 prefixes guests may not reach through NAT (the LAN, a
+	// VPN); "private" stands for PrivateRanges. The guests' own network and the
+	// gateway's DNS are never affected. Read by banger-helper from the root-owned
+	// config, so the owner cannot lift it.
+	EgressDeny []string `toml:"egress_deny"`
 }
 
 // DNS configures the VM name server.
@@ -55,6 +78,18 @@ type DNS struct {
 	// Listen is host:port for the server; empty means <bridge address>:5353. Guests reach
 	// it on port 53 of their gateway through a redirect in banger's nftables table.
 	Listen string `toml:"listen"`
+	// MaxInFlight bounds forwarded queries in flight over all guests; past it the
+	// server answers SERVFAIL at once instead of opening another upstream socket.
+	MaxInFlight int `toml:"max_inflight"`
+	// MaxInFlightPerSource bounds forwarded queries in flight from one guest address.
+	MaxInFlightPerSource int `toml:"max_inflight_per_source"`
+}
+
+// Console configures VM console logs.
+type Console struct {
+	// MaxSize caps each VM's console log (e.g. "1MiB", "256K"); older bytes are
+	// dropped so a guest writing without end cannot fill the host's disk.
+	MaxSize string `toml:"max_size"`
 }
 
 // VMM selects and locates the virtual machine monitor.
@@ -72,8 +107,9 @@ type VMM struct {
 func Default() Config {
 	return Config{
 		Network: Network{Bridge: DefaultBridge, BridgeCIDR: DefaultBridgeCIDR, TapPoolSize: DefaultTapPoolSize, MTU: DefaultMTU},
-		DNS:     DNS{Domain: DefaultDNSDomain},
+		DNS:     DNS{Domain: DefaultDNSDomain, MaxInFlight: DefaultDNSMaxInFlight, MaxInFlightPerSource: DefaultDNSMaxInFlightPerSource},
 		VMM:     VMM{Driver: DefaultDriver, Firecracker: "firecracker", Jailer: "jailer", QEMU: "qemu-system-x86_64"},
+		Console: Console{MaxSize: DefaultConsoleMaxSize},
 	}
 }
 
@@ -138,6 +174,18 @@ func (c Config) Validate() error {
 	if _, err := c.DNSListen(); err != nil {
 		return err
 	}
+	if d := c.DNS; d.MaxInFlight < 1 || d.MaxInFlight > 65536 {
+		return fmt.Errorf("dns.max_inflight %d is out of range: use 1 to 65536 (default %d)", d.MaxInFlight, DefaultDNSMaxInFlight)
+	}
+	if d := c.DNS; d.MaxInFlightPerSource < 1 || d.MaxInFlightPerSource > d.MaxInFlight {
+		return fmt.Errorf("dns.max_inflight_per_source %d is out of range: use 1 to dns.max_inflight (%d; default %d)", d.MaxInFlightPerSource, d.MaxInFlight, DefaultDNSMaxInFlightPerSource)
+	}
+	if _, err := c.EgressDenyPrefixes(); err != nil {
+		return err
+	}
+	if _, err := c.ConsoleMaxBytes(); err != nil {
+		return err
+	}
 	switch c.VMM.Driver {
 	case "auto", "firecracker", "qemu":
 	default:
@@ -165,6 +213,53 @@ func (c Config) BridgePrefix() (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("network.bridge_cidr %q: the bridge address must be a host address, not the network or broadcast address (e.g. %s)", c.Network.BridgeCIDR, p.Masked().Addr().Next())
 	}
 	return p, nil
+}
+
+// EgressDenyPrefixes is network.egress_deny parsed: masked IPv4 prefixes, "private" expanded,
+// duplicates kept once, in the order given.
+func (c Config) EgressDenyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	seen := map[netip.Prefix]bool{}
+	add := func(entry, s string) error {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("network.egress_deny entry %q is not an IPv4 prefix: write it like \"10.0.0.0/8\", or \"private\" for %s", entry, strings.Join(PrivateRanges, ", "))
+		}
+		if !p.Addr().Is4() {
+			return fmt.Errorf("network.egress_deny entry %q: only IPv4 is supported (guests have no IPv6 route)", entry)
+		}
+		if p = p.Masked(); !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+		return nil
+	}
+	for _, e := range c.Network.EgressDeny {
+		if e == "private" {
+			for _, r := range PrivateRanges {
+				if err := add(e, r); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if err := add(e, e); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ConsoleMaxBytes is console.max_size in bytes: at least 4 KiB, at most 1 GiB.
+func (c Config) ConsoleMaxBytes() (int64, error) {
+	n, err := bytesize.Parse(c.Console.MaxSize)
+	if err != nil {
+		return 0, fmt.Errorf("console.max_size: %w", err)
+	}
+	if n < 4<<10 || n > 1<<30 {
+		return 0, fmt.Errorf("console.max_size %q is out of range: use 4K to 1G (default %s)", c.Console.MaxSize, DefaultConsoleMaxSize)
+	}
+	return n, nil
 }
 
 // DNSListen is the address the VM DNS server binds.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,7 @@ func TestLoadDefaultsWhenMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg != Default() {
+	if !reflect.DeepEqual(cfg, Default()) {
 		t.Errorf("got %+v, want defaults %+v", cfg, Default())
 	}
 	listen, err := cfg.DNSListen()
@@ -64,6 +65,12 @@ func TestLoadRejects(t *testing.T) {
 		{"domain empty label", "[dns]\ndomain = \"a..b\"\n", []string{"dns.domain"}},
 		{"listen without port", "[dns]\nlisten = \"127.0.0.1\"\n", []string{"dns.listen", "host:port"}},
 		{"driver", "[vmm]\ndriver = \"kvmtool\"\n", []string{"vmm.driver", "auto, firecracker or qemu"}},
+		{"egress garbage", "[network]\negress_deny = [\"lan\"]\n", []string{"network.egress_deny", "\"private\""}},
+		{"egress ipv6", "[network]\negress_deny = [\"fd00::/8\"]\n", []string{"network.egress_deny", "only IPv4"}},
+		{"dns inflight zero", "[dns]\nmax_inflight = 0\n", []string{"dns.max_inflight", "1 to 65536"}},
+		{"dns per source above total", "[dns]\nmax_inflight = 8\nmax_inflight_per_source = 9\n", []string{"dns.max_inflight_per_source"}},
+		{"console size garbage", "[console]\nmax_size = \"lots\"\n", []string{"console.max_size"}},
+		{"console size tiny", "[console]\nmax_size = \"100\"\n", []string{"console.max_size", "4K to 1G"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,5 +128,40 @@ func TestBroadcast(t *testing.T) {
 		if got := Broadcast(netip.MustParsePrefix(in)); got.String() != want {
 			t.Errorf("Broadcast(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestSecurityKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	body := "[network]\nisolate_vms = true\negress_deny = [\"private\", \"10.1.2.3/16\", \"203.0.113.0/24\"]\n[dns]\nmax_inflight = 10\nmax_inflight_per_source = 2\n[console]\nmax_size = \"64K\"\n"
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deny, err := cfg.EgressDenyPrefixes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range deny {
+		got = append(got, p.String())
+	}
+	// "private" expands; 10.1.2.3/16 is masked to 10.1.0.0/16 and kept (it is not a
+	// duplicate of 10.0.0.0/8, only inside it).
+	want := []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "10.1.0.0/16", "203.0.113.0/24"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("EgressDenyPrefixes = %v, want %v", got, want)
+	}
+	if !cfg.Network.IsolateVMs || cfg.DNS.MaxInFlight != 10 || cfg.DNS.MaxInFlightPerSource != 2 {
+		t.Errorf("got %+v", cfg)
+	}
+	if n, err := cfg.ConsoleMaxBytes(); err != nil || n != 64<<10 {
+		t.Errorf("ConsoleMaxBytes = %d, %v; want 65536", n, err)
+	}
+	if n, _ := Default().ConsoleMaxBytes(); n != 1<<20 {
+		t.Errorf("default console cap = %d, want 1 MiB", n)
 	}
 }

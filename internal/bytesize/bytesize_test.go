@@ -1,13 +1,11 @@
-package disk_test
+package bytesize
 
 import (
 	"strings"
 	"testing"
-
-	"banger/internal/disk"
 )
 
-func TestParseSize(t *testing.T) {
+func TestParse(t *testing.T) {
 	tests := []struct {
 		in   string
 		want int64
@@ -37,21 +35,21 @@ func TestParseSize(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := disk.ParseSize(tt.in)
+			got, err := Parse(tt.in)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Errorf("ParseSize(%q) = %d, %v; want an error containing %q", tt.in, got, err, tt.err)
+					t.Errorf("Parse(%q) = %d, %v; want an error containing %q", tt.in, got, err, tt.err)
 				}
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Errorf("ParseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+				t.Errorf("Parse(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
 			}
 		})
 	}
 }
 
-func TestFormatSize(t *testing.T) {
+func TestFormat(t *testing.T) {
 	tests := []struct {
 		in   int64
 		want string
@@ -59,11 +57,11 @@ func TestFormatSize(t *testing.T) {
 		{10 << 30, "10G"}, {3 << 29, "1.5G"}, {512 << 20, "512M"}, {4096, "4K"}, {100, "100"}, {1 << 40, "1T"},
 	}
 	for _, tt := range tests {
-		if got := disk.FormatSize(tt.in); got != tt.want {
-			t.Errorf("FormatSize(%d) = %q, want %q", tt.in, got, tt.want)
+		if got := Format(tt.in); got != tt.want {
+			t.Errorf("Format(%d) = %q, want %q", tt.in, got, tt.want)
 		}
-		if back, err := disk.ParseSize(disk.FormatSize(tt.in)); err != nil || back != tt.in {
-			t.Errorf("ParseSize(FormatSize(%d)) = %d, %v", tt.in, back, err)
+		if back, err := Parse(Format(tt.in)); err != nil || back != tt.in {
+			t.Errorf("Parse(Format(%d)) = %d, %v", tt.in, back, err)
 		}
 	}
 }
