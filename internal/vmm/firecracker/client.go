@@ -191,6 +191,11 @@ func (c *Client) InstanceInfo(ctx context.Context) (InstanceInfo, error) {
 	return i, err
 }
 
+// APIVersion is the Firecracker API version this client is written and tested
+// against: its requests are validated by the contract tests against the official
+// spec of this version (fctest/testdata), and a test fails if that copy says another.
+const APIVersion = "1.16.1"
+
 // Version returns Firecracker's version, e.g. "1.16.1".
 func (c *Client) Version(ctx context.Context) (string, error) {
 	var v FirecrackerVersion

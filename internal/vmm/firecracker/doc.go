@@ -79,7 +79,7 @@
 // # The contract
 //
 // Subpackage fctest is a fake Firecracker API server that loads the official
-// spec (../shared/firecracker/*.yaml) at test time and holds every request
+// spec (fctest/testdata/*.yaml, a pinned copy) at test time and holds every request
 // to it (paths, methods, bodies by schema with unknown fields refused) and
 // to the rules the real server enforces beyond it (path ids, body presence
 // and size, pre-boot-only and post-boot-only calls, one InstanceStart,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -307,32 +308,22 @@ const (
 )
 
 // FindSpec returns the path of the named spec file: under $BANGER_FIRECRACKER_SPEC_DIR
-// when set, else in ../shared/firecracker/ next to the module root (the
-// directory holding go.mod, found by walking up from the working directory).
+// when set, else the copy the repository carries in this package's testdata/ (found
+// from this source file's directory, so it works from any test's working directory
+// and from a fresh clone with nothing beside it).
 func FindSpec(name string) (string, error) {
-	if dir := os.Getenv(SpecDirEnv); dir != "" {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("firecracker spec: %w (from $%s)", err, SpecDirEnv)
+	dir := os.Getenv(SpecDirEnv)
+	from := "$" + SpecDirEnv
+	if dir == "" {
+		_, file, _, ok := runtime.Caller(0)
+		if !ok {
+			return "", fmt.Errorf("firecracker spec %s: cannot locate the fctest package; set $%s", name, SpecDirEnv)
 		}
-		return p, nil
+		dir, from = filepath.Join(filepath.Dir(file), "testdata"), "the repository's copy"
 	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("firecracker spec: %w", err)
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("firecracker spec: %w (from %s)", err, from)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "..", "shared", "firecracker", name)
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("firecracker spec: %w: the contract tests need the official spec there, or set $%s to its directory", err, SpecDirEnv)
-			}
-			return filepath.Clean(p), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("firecracker spec %s: no go.mod above the working directory; set $%s", name, SpecDirEnv)
-		}
-		dir = parent
-	}
+	return p, nil
 }
