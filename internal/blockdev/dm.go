@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // dmControl is device-mapper's control node; without it there is no device-mapper.
@@ -29,21 +30,55 @@ func ValidateDMName(name string) error {
 }
 
 // DMAvailable returns nil when device-mapper can be used here, or an error saying
-// what is missing and how to get it.
+// what is missing and how to get it. It asks the kernel (dmVersion) rather than
+// trusting the control node's existence: any dmsetup run creates
+// /dev/mapper/control, even on a kernel with no device-mapper driver, where every
+// later dmsetup call fails with "No such device".
 func DMAvailable(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if _, err := os.Stat(dmControl); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("device-mapper is not available: %s is missing (the kernel has no device-mapper, or its module is not loaded: try `modprobe dm_snapshot`)", dmControl)
-		}
-		return fmt.Errorf("device-mapper is not available: %w", err)
+	if _, err := dmVersion(dmControl); err != nil {
+		return err
 	}
 	if _, err := exec.LookPath("dmsetup"); err != nil {
 		return fmt.Errorf("device-mapper is not available: dmsetup is not installed (apt-get install dmsetup)")
 	}
 	return nil
+}
+
+// dmVersion asks the device-mapper driver behind control for its ioctl interface
+// version (DM_VERSION), which only a kernel with device-mapper answers.
+func dmVersion(control string) ([3]uint32, error) {
+	fd, err := unix.Open(control, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return [3]uint32{}, fmt.Errorf("device-mapper is not available: %s is missing (the kernel has no device-mapper, or its module is not loaded: try `modprobe dm_snapshot`)", control)
+	case errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO):
+		return [3]uint32{}, fmt.Errorf("device-mapper is not available: %s exists but no driver answers it (%v): this kernel has no device-mapper, or its module is not loaded: try `modprobe dm_snapshot`", control, err)
+	case err != nil:
+		return [3]uint32{}, fmt.Errorf("device-mapper is not available: open %s: %w", control, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return [3]uint32{}, fmt.Errorf("device-mapper is not available: %s: %w", control, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return [3]uint32{}, fmt.Errorf("device-mapper is not available: %s is not a character device", control)
+	}
+	io := unix.DmIoctl{
+		Version:    [3]uint32{unix.DM_VERSION_MAJOR, 0, 0},
+		Data_size:  uint32(unsafe.Sizeof(unix.DmIoctl{})),
+		Data_start: uint32(unsafe.Sizeof(unix.DmIoctl{})),
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(unix.DM_VERSION), uintptr(unsafe.Pointer(&io))); errno != 0 {
+		return [3]uint32{}, fmt.Errorf("device-mapper is not available: %s does not answer DM_VERSION (%v): it is not device-mapper's control node, or the driver is missing", control, errno)
+	}
+	if io.Version[0] != unix.DM_VERSION_MAJOR {
+		return io.Version, fmt.Errorf("device-mapper is not available: its interface version %d.%d.%d is not %d.x", io.Version[0], io.Version[1], io.Version[2], unix.DM_VERSION_MAJOR)
+	}
+	return io.Version, nil
 }
 
 // DMCreate creates device NAME from table (one target per line, as dmsetup takes it
