@@ -48,6 +48,7 @@ func NewRoot(env *Env) *cobra.Command {
 	root.SetOut(env.Out)
 	root.SetErr(env.Err)
 	root.AddCommand(newVersionCmd(env), newSystemCmd(env), newImageCmd(env), newKernelCmd(env), newVMCmd(env), newSSHConfigCmd(env), newDoctorCmd(env))
+	strictUsage(root)
 	return root
 }
 
@@ -57,31 +58,12 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRoot(env)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "banger:", err)
+		if !isSilent(err) {
+			fmt.Fprintln(stderr, "banger:", err)
+		}
 		return exitCode(err)
 	}
 	return 0
-}
-
-// exitCodeError carries a specific exit status.
-type exitCodeError struct {
-	code int
-	err  error
-}
-
-func (e *exitCodeError) Error() string { return e.err.Error() }
-func (e *exitCodeError) Unwrap() error { return e.err }
-
-// Exit codes: 1 generic failure, 2 usage, 3 daemon not reachable.
-func exitCode(err error) int {
-	var ec *exitCodeError
-	if asErr(err, &ec) {
-		return ec.code
-	}
-	if isDaemonDown(err) {
-		return 3
-	}
-	return 1
 }
 
 func writeJSON(w io.Writer, v any) error {

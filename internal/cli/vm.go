@@ -56,7 +56,7 @@ func (f *createFlags) request(image string) (api.VMCreateRequest, error) {
 	if f.memory != "" {
 		m, err := vmservice.ParseMemory(f.memory)
 		if err != nil {
-			return req, usageError(err)
+			return req, usageError(fmt.Errorf("--memory: %w", err))
 		}
 		req.MemoryMiB = m
 	}
@@ -69,8 +69,6 @@ func (f *createFlags) request(image string) (api.VMCreateRequest, error) {
 	}
 	return req, nil
 }
-
-func usageError(err error) error { return &exitCodeError{code: 2, err: err} }
 
 func newVMCreateCmd(env *Env) *cobra.Command {
 	var f createFlags
@@ -172,7 +170,7 @@ func newVMRunCmd(env *Env) *cobra.Command {
 				}
 			}
 			if code != 0 {
-				return &exitCodeError{code: code, err: fmt.Errorf("command exited with %d", code)}
+				return commandExit(code, "")
 			}
 			return nil
 		},
@@ -462,7 +460,7 @@ func newVMExecCmd(env *Env) *cobra.Command {
 				return err
 			}
 			if st.Code != 0 {
-				return &exitCodeError{code: st.Code, err: fmt.Errorf("command exited with %d%s", st.Code, sigSuffix(st.Signal))}
+				return commandExit(st.Code, st.Signal)
 			}
 			return nil
 		},
@@ -473,13 +471,6 @@ func newVMExecCmd(env *Env) *cobra.Command {
 	cmd.Flags().StringVarP(&dir, "workdir", "w", "", "working directory in the guest")
 	cmd.Flags().StringArrayVarP(&envs, "env", "e", nil, "KEY=VALUE (repeatable)")
 	return cmd
-}
-
-func sigSuffix(sig string) string {
-	if sig == "" {
-		return ""
-	}
-	return " (" + sig + ")"
 }
 
 func newVMSSHCmd(env *Env) *cobra.Command {
@@ -493,7 +484,7 @@ func newVMSSHCmd(env *Env) *cobra.Command {
 				return err
 			}
 			if code != 0 {
-				return &exitCodeError{code: code, err: fmt.Errorf("ssh exited with %d", code)}
+				return commandExit(code, "")
 			}
 			return nil
 		},
