@@ -15,6 +15,22 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
+// NotFoundError is the store's answer for a VM, image or kernel the user named that
+// does not exist, in the user's words (`no VM named "web" (banger vm ls lists them)`),
+// because it travels unchanged to the terminal. It is ErrNotFound for errors.Is.
+type NotFoundError struct {
+	Kind string // "VM", "image", "kernel"
+	Ref  string // the name, id or reference the user gave
+	List string // the command that lists what exists, e.g. "banger vm ls"
+}
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("no %s named %q (%s lists them)", e.Kind, e.Ref, e.List)
+}
+
+// Is makes errors.Is(err, ErrNotFound) hold.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
 // Sentinel errors. Every error the store returns for one of these cases wraps the
 // sentinel with the object it is about (`vm "dev": store: not found`), so callers
 // test with errors.Is and translate to a wire code once, at the API edge.
@@ -87,6 +103,26 @@ func openWith(ctx context.Context, path string, migs []migration) (*Store, error
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
 
+	// Switching a fresh file to WAL needs a lock SQLite does not wait for with the
+	// busy handler: a second process opening the same new file at that instant gets
+	// SQLITE_BUSY at once. Such a collision lasts milliseconds, so the whole open is
+	// retried within busyTimeout, like any other wait for the lock.
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		s, err := openOnce(ctx, path, migs)
+		if err == nil || !isCode(err, sqlite3.SQLITE_BUSY) || time.Now().After(deadline) {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// openOnce opens the database and brings its schema up to date, once.
+func openOnce(ctx context.Context, path string, migs []migration) (*Store, error) {
 	db, err := sql.Open("sqlite", dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)

@@ -138,7 +138,7 @@ func TestVMLifecycle(t *testing.T) {
 	for _, l := range lookups {
 		got, err := s.GetVM(ctx, l.ref)
 		if l.wantID == "" {
-			if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `vm "nope"`) {
+			if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `no VM named "nope" (banger vm ls lists them)`) {
 				t.Errorf("GetVM(%q): got %v, want ErrNotFound naming the VM", l.ref, err)
 			}
 			continue
