@@ -4,6 +4,9 @@
 # No registry is reachable on banger's CI machines, so the quickstart and the
 # end-to-end tests make their default image this way; with a network, `banger image
 # pull debian:12` works as well. banger injects its agent (the init) at import.
+# The tarball is reproducible: the same busybox gives the same bytes (sorted entries,
+# fixed mtimes, owners and modes), so importing it again finds the image it already has
+# instead of leaving a dangling copy.
 set -euo pipefail
 out=${1:?usage: mkrootfs-busybox.sh OUT.tar}
 dir=$(mktemp -d)
@@ -13,6 +16,7 @@ bb=$(command -v busybox || echo /bin/busybox)
 file -L "$bb" 2>/dev/null | grep -q 'statically linked' || ldd "$bb" 2>&1 | grep -q 'not a dynamic' || {
   echo "mkrootfs-busybox: $bb is not static (apt-get install busybox-static)" >&2; exit 1; }
 
+chmod 0755 "$dir"
 mkdir -p "$dir"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,proc,sys,dev,run,var/tmp,home}
 chmod 1777 "$dir/tmp" "$dir/var/tmp"
 chmod 0700 "$dir/root"
@@ -35,6 +39,6 @@ NAME="banger busybox"
 ID=busybox
 PRETTY_NAME="banger busybox rootfs"
 O
-tar -C "$dir" --numeric-owner --owner=0 --group=0 -cf "$out" .
+tar -C "$dir" --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 --format=gnu -cf "$out" .
 chmod 0644 "$out"
 echo "built busybox rootfs $out"

@@ -217,6 +217,9 @@ func (in *Init) setup() (Workload, error) {
 			if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 				return fmt.Errorf("sethostname: %w", err)
 			}
+			if err := writeHostname(in.o.EtcDir, cfg.Hostname); err != nil {
+				return err
+			}
 			return writeHostsEntry(in.o.EtcDir, cfg.Hostname)
 		})
 	}

@@ -134,6 +134,28 @@ func TestWriteHostsEntry(t *testing.T) {
 	}
 }
 
+func TestWriteHostname(t *testing.T) {
+	etc := t.TempDir()
+	p := filepath.Join(etc, "hostname")
+	if err := os.WriteFile(p, []byte("banger\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeHostname(etc, "dev"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "dev\n" {
+		t.Errorf("/etc/hostname = %q, want the VM's name", b)
+	}
+	// Already right: left as it is (same inode, same mtime).
+	before, _ := os.Stat(p)
+	if err := writeHostname(etc, "dev"); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.Stat(p); !after.ModTime().Equal(before.ModTime()) {
+		t.Error("/etc/hostname was rewritten although it already said dev")
+	}
+}
+
 func TestPoweroffAsReboot(t *testing.T) {
 	for _, tt := range []struct {
 		cmdline string

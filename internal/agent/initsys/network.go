@@ -73,6 +73,21 @@ func writeResolvConf(etc string, c BootConfig) error {
 	return nil
 }
 
+// writeHostname makes /etc/hostname say the VM's name, so that what the image
+// shipped ("banger", "localhost", a builder's name) does not contradict the kernel's
+// hostname, and an init that reads the file (systemd, hostname(1)) keeps the name.
+// A file that already says it is not rewritten.
+func writeHostname(etc, hostname string) error {
+	p := filepath.Join(etc, "hostname")
+	if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == hostname {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(hostname+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
 // writeHostsEntry makes the hostname resolve locally (sudo and others complain
 // otherwise), the way Debian's installer does: "127.0.1.1 <hostname>". An existing
 // line for the name is left alone.
