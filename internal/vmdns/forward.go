@@ -25,6 +25,23 @@ type forwarder struct {
 	udp, tcp  *dns.Client      // never nil
 	log       *slog.Logger     // never nil
 	lastWarn  atomic.Int64     // UnixNano of the last "all upstreams failed" warning
+	lastOver  atomic.Int64     // UnixNano of the last "over the in-flight budget" warning
+}
+
+// enabled reports whether anything is forwarded; when not, queries are refused
+// at once and need no budget.
+func (f *forwarder) enabled() bool { return len(f.upstreams) > 0 }
+
+// overBudget logs, at most once a minute, that queries are being refused for
+// lack of budget: a guest flooding the server, or a silent upstream.
+func (f *forwarder) overBudget(src netip.Addr, inFlight int) {
+	now := time.Now().UnixNano()
+	last := f.lastOver.Load()
+	if now-last < int64(warnEvery) || !f.lastOver.CompareAndSwap(last, now) {
+		return
+	}
+	f.log.Warn("vm dns: too many forwarded queries in flight; answering SERVFAIL (a guest flooding the server, or slow upstreams; raise dns.max_inflight or dns.max_inflight_per_source if this is expected; repeats are not logged for a minute)",
+		"client", src, "in_flight", inFlight)
 }
 
 func newForwarder(upstreams []netip.AddrPort, timeout time.Duration, log *slog.Logger) *forwarder {

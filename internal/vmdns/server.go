@@ -50,6 +50,15 @@ type Options struct {
 	// Timeout bounds one exchange with one upstream (a UDP query and its TCP
 	// retry together). 0 means DefaultTimeout.
 	Timeout time.Duration
+	// MaxInFlight bounds forwarded queries in flight at once over all clients,
+	// and TCP connections open at once; past it a query is answered SERVFAIL at
+	// once (a connection is closed) instead of costing another upstream socket.
+	// 0 means DefaultMaxInFlight.
+	MaxInFlight int
+	// MaxInFlightPerSource is the same bound per client address, so that one
+	// guest cannot take the whole budget from the others. 0 means
+	// DefaultMaxInFlightPerSource (or MaxInFlight, when that is smaller).
+	MaxInFlightPerSource int
 	// Logger receives the server's few log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -59,6 +68,8 @@ type Server struct {
 	domain    string           // immutable: lower case, no trailing dot, e.g. "vm"
 	upstreams []netip.AddrPort // immutable: as configured, before self-filtering
 	timeout   time.Duration    // immutable
+	maxFlight int              // immutable; > 0
+	maxPerSrc int              // immutable; > 0, <= maxFlight
 	log       *slog.Logger     // immutable; never nil
 	records   *records         // never nil; has its own lock
 
@@ -90,6 +101,19 @@ func New(opts Options) (*Server, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	maxFlight, maxPerSrc := opts.MaxInFlight, opts.MaxInFlightPerSource
+	if maxFlight < 0 || maxPerSrc < 0 {
+		return nil, fmt.Errorf("vm dns: in-flight limits must not be negative (got %d overall, %d per source): use 0 for the defaults", maxFlight, maxPerSrc)
+	}
+	if maxFlight == 0 {
+		maxFlight = DefaultMaxInFlight
+	}
+	if maxPerSrc == 0 {
+		maxPerSrc = min(DefaultMaxInFlightPerSource, maxFlight)
+	}
+	if maxPerSrc > maxFlight {
+		return nil, fmt.Errorf("vm dns: the per-source in-flight limit %d is above the overall limit %d: lower it", maxPerSrc, maxFlight)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -98,6 +122,8 @@ func New(opts Options) (*Server, error) {
 		domain:    domain,
 		upstreams: ups,
 		timeout:   timeout,
+		maxFlight: maxFlight,
+		maxPerSrc: maxPerSrc,
 		log:       log,
 		records:   newRecords(time.Now()),
 	}, nil
@@ -174,15 +200,30 @@ func (s *Server) Start(ctx context.Context, listen string) error {
 	h := &handler{
 		zone: newZone(s.domain+".", nsAddr, s.records, len(ups) > 0),
 		fwd:  newForwarder(ups, s.timeout, s.log),
+		lim:  newLimiter(s.maxFlight, s.maxPerSrc),
 		ctx:  fwdCtx,
 		log:  s.log,
 	}
+	// A guest controls how many TCP connections it opens and how slowly it
+	// speaks on them: both are bounded (see limitListener and the timeouts).
+	ln = &limitListener{Listener: ln, conns: newLimiter(s.maxFlight, s.maxPerSrc)}
 
 	started := make(chan struct{}, 2)
 	failed := make(chan error, 2)
 	notify := func() { started <- struct{}{} }
-	udpSrv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: notify}
-	tcpSrv := &dns.Server{Listener: ln, Handler: h, NotifyStartedFunc: notify}
+	// miekg/dns runs every UDP packet in a goroutine of its own; throttle bounds
+	// how many exist at once, so that a flood waits in the socket's receive
+	// buffer (and overflows it) instead of piling up goroutines in bangerd.
+	th := newThrottle(s.maxFlight + udpSpare)
+	udpSrv := &dns.Server{
+		PacketConn: pc, Handler: th.handler(h), NotifyStartedFunc: notify,
+		DecorateReader: th.reader, MsgInvalidFunc: th.invalid, MsgAcceptFunc: acceptAll,
+	}
+	tcpSrv := &dns.Server{
+		Listener: ln, Handler: h, NotifyStartedFunc: notify,
+		ReadTimeout: tcpReadTimeout, WriteTimeout: tcpWriteTimeout,
+		IdleTimeout: func() time.Duration { return tcpIdleTimeout }, MaxTCPQueries: tcpMaxQueries,
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, srv := range []*dns.Server{udpSrv, tcpSrv} {
@@ -298,19 +339,33 @@ func (s *Server) Close(ctx context.Context) error {
 type handler struct {
 	zone *zone           // never nil
 	fwd  *forwarder      // never nil
+	lim  *limiter        // never nil: bounds forwards in flight
 	ctx  context.Context // cancelled by Close: ends forwards in flight
 	log  *slog.Logger    // never nil
 }
 
 func (h *handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	_, overTCP := w.LocalAddr().(*net.TCPAddr)
+	if req.Response {
+		return // never answer an answer: that could loop between two servers
+	}
 	var resp *dns.Msg
 	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
 		resp = new(dns.Msg).SetRcode(req, dns.RcodeNotImplemented)
 	} else if name := dns.CanonicalName(req.Question[0].Name); h.zone.contains(name) {
 		resp = h.zone.answer(req, name)
-	} else {
+	} else if src := sourceOf(w.RemoteAddr()); !h.fwd.enabled() || h.lim.take(src) {
 		resp = h.fwd.forward(h.ctx, req, overTCP)
+		if h.fwd.enabled() {
+			h.lim.give(src)
+		}
+	} else {
+		// Over the budget: answer at once rather than queue, so a flood costs
+		// neither sockets nor waiting goroutines. SERVFAIL tells a stub resolver
+		// to retry later or ask another server.
+		resp = new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+		resp.RecursionAvailable = true
+		h.fwd.overBudget(src, h.lim.inFlight())
 	}
 	resp.Id = req.Id
 	if !overTCP {
