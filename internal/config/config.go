@@ -83,6 +83,10 @@ type DNS struct {
 	MaxInFlight int `toml:"max_inflight"`
 	// MaxInFlightPerSource bounds forwarded queries in flight from one guest address.
 	MaxInFlightPerSource int `toml:"max_inflight_per_source"`
+	// Upstreams are the resolvers guests' queries for other names are forwarded
+	// to ("192.0.2.53" or "192.0.2.53:53"), tried in order; empty means the
+	// host's, from /etc/resolv.conf.
+	Upstreams []string `toml:"upstreams"`
 }
 
 // Console configures VM console logs.
@@ -180,6 +184,11 @@ func (c Config) Validate() error {
 	if d := c.DNS; d.MaxInFlightPerSource < 1 || d.MaxInFlightPerSource > d.MaxInFlight {
 		return fmt.Errorf("dns.max_inflight_per_source %d is out of range: use 1 to dns.max_inflight (%d; default %d)", d.MaxInFlightPerSource, d.MaxInFlight, DefaultDNSMaxInFlightPerSource)
 	}
+	for _, u := range c.DNS.Upstreams {
+		if _, err := ParseUpstream(u); err != nil {
+			return err
+		}
+	}
 	if _, err := c.EgressDenyPrefixes(); err != nil {
 		return err
 	}
@@ -260,6 +269,19 @@ func (c Config) ConsoleMaxBytes() (int64, error) {
 		return 0, fmt.Errorf("console.max_size %q is out of range: use 4K to 1G (default %s)", c.Console.MaxSize, DefaultConsoleMaxSize)
 	}
 	return n, nil
+}
+
+// ParseUpstream parses a dns.upstreams entry: "ip" (port 53) or "ip:port"
+// ("[ipv6]:port"). Hostnames are refused: resolving them would need DNS.
+func ParseUpstream(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), 53), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("dns.upstreams entry %q is not an IP address or IP:port: write it like \"192.0.2.53\" or \"192.0.2.53:53\" (hostnames cannot be used), or leave dns.upstreams out to use the host's resolvers", s)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 // DNSListen is the address the VM DNS server binds.

@@ -31,7 +31,8 @@ type Options struct {
 	Config config.Config
 	Helper hostnetwork.Helper // the root helper's client; never nil
 	Logger *slog.Logger
-	// Upstreams overrides the DNS forwarders (tests); nil means the host's resolvers.
+	// Upstreams overrides the DNS forwarders (tests); nil means dns.upstreams, or
+	// when that is empty the host's resolvers.
 	Upstreams []string
 	// Block performs the disk layer's loop and device-mapper steps (the helper's
 	// BlockClient); nil leaves only the strategies that need no privilege.
@@ -118,13 +119,20 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	upstreams := o.Upstreams
+	if upstreams == nil && len(o.Config.DNS.Upstreams) > 0 {
+		upstreams = o.Config.DNS.Upstreams
+	}
 	if upstreams == nil {
 		src := vmdns.UpstreamSource{ResolvConf: vmdns.DefaultResolvConf, ResolvedConf: vmdns.DefaultResolvedConf, Exclude: []netip.AddrPort{listen}}
 		if upstreams, err = src.Upstreams(); err != nil {
 			log.Warn("no upstream resolvers: names outside the VM domain will not resolve for guests", "err", err)
 		}
 	}
-	if d.dns, err = vmdns.New(vmdns.Options{Domain: o.Config.DNS.Domain, Upstreams: upstreams, Logger: log.With("component", "dns")}); err != nil {
+	if d.dns, err = vmdns.New(vmdns.Options{
+		Domain: o.Config.DNS.Domain, Upstreams: upstreams,
+		MaxInFlight: o.Config.DNS.MaxInFlight, MaxInFlightPerSource: o.Config.DNS.MaxInFlightPerSource,
+		Logger: log.With("component", "dns"),
+	}); err != nil {
 		return nil, err
 	}
 
