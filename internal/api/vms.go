@@ -44,19 +44,25 @@ type VMStopRequest struct {
 
 // VM is one VM as the API shows it.
 type VM struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	IP        string    `json:"ip,omitempty"`
-	DNSName   string    `json:"dns_name"`
-	Image     string    `json:"image"`
-	Kernel    string    `json:"kernel"`
-	Driver    string    `json:"driver"`
-	CPUs      int       `json:"cpus"`
-	MemoryMiB int       `json:"memory_mib"`
-	DiskBytes int64     `json:"disk_bytes"`
-	Env       []string  `json:"env,omitempty"`
-	Publish   []string  `json:"publish,omitempty"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	State   string `json:"state"`
+	IP      string `json:"ip,omitempty"`
+	DNSName string `json:"dns_name"`
+	Image   string `json:"image"`
+	// ImageName is the image's first tag (e.g. "busybox:latest"); empty when the
+	// image has none left.
+	ImageName string   `json:"image_name,omitempty"`
+	Kernel    string   `json:"kernel"`
+	Driver    string   `json:"driver"`
+	CPUs      int      `json:"cpus"`
+	MemoryMiB int      `json:"memory_mib"`
+	DiskBytes int64    `json:"disk_bytes"`
+	Env       []string `json:"env,omitempty"`
+	Publish   []string `json:"publish,omitempty"`
+	// Published is Publish resolved: "127.0.0.1:8080 → 80/tcp", with the host
+	// address the forward listens on even when the user gave none.
+	Published []string  `json:"published,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	// Runtime, when running.
 	PID         int    `json:"pid,omitempty"`

@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/portfwd"
 	"banger/internal/vmservice"
 )
 
@@ -20,6 +22,11 @@ func (d *Daemon) toAPIVM(v vmservice.VM) api.VM {
 	}
 	if v.IP.IsValid() {
 		out.IP = v.IP.String()
+	}
+	for _, p := range v.Publish {
+		if spec, err := portfwd.ParseSpec(p); err == nil {
+			out.Published = append(out.Published, fmt.Sprintf("%s → %d/tcp", spec.HostAddr(), spec.GuestPort))
+		}
 	}
 	if h := v.Handle; h != nil {
 		out.PID, out.Tap, out.VsockCID, out.APISocket, out.AgentSocket = h.PID, h.Tap, h.VsockCID, h.APISocket, h.AgentSocket
@@ -40,6 +47,7 @@ func (d *Daemon) listVMs(r *http.Request) (any, error) {
 	for _, v := range vms {
 		out = append(out, d.toAPIVM(v))
 	}
+	d.nameImages(r.Context(), out)
 	return out, nil
 }
 
@@ -48,7 +56,34 @@ func (d *Daemon) getVM(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.toAPIVM(v), nil
+	return d.namedVM(r.Context(), v), nil
+}
+
+// namedVM is one VM as the API shows it, its image named.
+func (d *Daemon) namedVM(ctx context.Context, v vmservice.VM) api.VM {
+	out := []api.VM{d.toAPIVM(v)}
+	d.nameImages(ctx, out)
+	return out[0]
+}
+
+// nameImages fills ImageName from the images' tags, read once for all the VMs. A
+// failure to read them only costs the names (the IDs are still there), so it is
+// logged, not returned.
+func (d *Daemon) nameImages(ctx context.Context, vms []api.VM) {
+	imgs, _, err := d.images.List(ctx)
+	if err != nil {
+		d.log.Warn("list image tags for VM listing", "err", err)
+		return
+	}
+	names := make(map[string]string, len(imgs))
+	for _, img := range imgs {
+		if len(img.Tags) > 0 {
+			names[img.ID] = img.Tags[0]
+		}
+	}
+	for i := range vms {
+		vms[i].ImageName = names[vms[i].Image]
+	}
 }
 
 // createVM creates, and for `vm run` starts, a VM.
@@ -69,7 +104,7 @@ func (d *Daemon) createVM(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.toAPIVM(v), nil
+	return d.namedVM(r.Context(), v), nil
 }
 
 func (d *Daemon) vmAction(r *http.Request) (any, error) {
@@ -99,7 +134,7 @@ func (d *Daemon) vmAction(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.toAPIVM(v), nil
+	return d.namedVM(r.Context(), v), nil
 }
 
 func (d *Daemon) waitVM(r *http.Request) (any, error) {
@@ -117,7 +152,7 @@ func (d *Daemon) waitVM(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.toAPIVM(v), nil
+	return d.namedVM(r.Context(), v), nil
 }
 
 func (d *Daemon) deleteVM(r *http.Request) (any, error) {
@@ -125,7 +160,7 @@ func (d *Daemon) deleteVM(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.toAPIVM(v), nil
+	return d.namedVM(r.Context(), v), nil
 }
 
 // vmLogs streams the console log; with follow=1 it keeps sending what is
