@@ -203,7 +203,7 @@ func (d *Daemon) openVMs(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ssh material: %w", err)
 	}
-	d.fwd = portfwd.New(portfwd.Config{Logger: d.log.With("component", "ports")})
+	d.fwd = portfwd.New(portfwd.Config{Logger: d.log.With("component", "ports"), Name: d.vmName})
 	drivers := d.opts.Drivers
 	if drivers == nil {
 		drivers = map[string]vmm.Driver{}
@@ -283,3 +283,14 @@ func (d *Daemon) VMs() *vmservice.Service { return d.vms }
 
 // DNSAddr is where the DNS server listens.
 func (d *Daemon) DNSAddr() netip.AddrPort { return d.dns.Addr() }
+
+// vmName is the name of the VM with id, for messages; "" when it cannot be read.
+func (d *Daemon) vmName(id string) string {
+	ctx, cancel := context.WithTimeout(d.ctx, 2*time.Second)
+	defer cancel()
+	v, err := d.store.GetVM(ctx, id)
+	if err != nil {
+		return ""
+	}
+	return v.Name
+}

@@ -113,3 +113,11 @@ func (p ports) Publish(ctx context.Context, vmID string, specs []string, guest n
 }
 
 func (p ports) Unpublish(vmID string) { p.f.Remove(vmID) }
+
+func (p ports) Check(vmID string, specs []string) error {
+	parsed, err := portfwd.ParseSpecs(specs)
+	if err != nil {
+		return err
+	}
+	return p.f.Check(vmID, parsed)
+}

@@ -12,7 +12,7 @@ import (
 // TestBadInput: each bad request is a clear error and leaves nothing behind.
 func TestBadInput(t *testing.T) {
 	e := newEnv(t, 1)
-	e.vmRun("taken")
+	e.vmRun("taken", "-p", "18181:8080")
 
 	// A kernel that cannot boot: the host kernel without banger's initramfs has no
 	// virtio-blk driver built in, so it panics looking for its root.
@@ -28,12 +28,14 @@ func TestBadInput(t *testing.T) {
 		want []string
 	}{
 		{"duplicate name", []string{"--name", "taken", "busybox"}, []string{`"taken" already exists`, "vm rm taken"}},
-		{"unknown image", []string{"--name", "x1", "nosuchimage"}, []string{`image "nosuchimage" not found`, "banger image pull"}},
+		{"unknown image", []string{"--name", "x1", "nosuchimage"}, []string{`no image named "nosuchimage"`, "banger image pull"}},
 		{"invalid name", []string{"--name", "Bad_Name!", "busybox"}, []string{"not valid", "lowercase"}},
 		{"too little memory", []string{"--name", "x2", "--memory", "16M", "busybox"}, []string{"too little", "128M"}},
 		{"bad memory size", []string{"--name", "x3", "--memory", "lots", "busybox"}, []string{"write it like 512M"}},
 		{"bad publish", []string{"--name", "x4", "-p", "99999:80", "busybox"}, []string{"99999"}},
-		{"unknown kernel", []string{"--name", "x5", "--kernel", "nosuch", "busybox"}, []string{`kernel "nosuch" not found`}},
+		// Found before anything boots, naming the other VM by its name.
+		{"port published by another VM", []string{"--name", "x7", "-p", "18181:80", "busybox"}, []string{`already published by VM "taken"`}},
+		{"unknown kernel", []string{"--name", "x5", "--kernel", "nosuch", "busybox"}, []string{`no kernel named "nosuch"`}},
 		{"kernel that never boots", []string{"--name", "x6", "--kernel", "bare", "busybox"}, []string{"before the guest agent answered", "last console lines", "Kernel panic"}},
 	}
 	for _, tt := range tests {

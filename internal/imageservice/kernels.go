@@ -174,7 +174,7 @@ func (k *Kernels) Resolve(ctx context.Context, ref string) (store.Kernel, error)
 	if ref != "" {
 		rec, err := k.d.Store.GetKernel(ctx, ref)
 		if errors.Is(err, store.ErrNotFound) {
-			return store.Kernel{}, fmt.Errorf("kernel %q not found: see `banger kernel ls`, or import one (banger kernel import PATH): %w", ref, err)
+			return store.Kernel{}, &store.NotFoundError{Kind: "kernel", Ref: ref, Hint: "banger kernel ls lists them; import one with banger kernel import PATH"}
 		}
 		return rec, err
 	}

@@ -35,14 +35,18 @@ type Config struct {
 	// MaxConnsPerPort bounds the connections one published port forwards at once;
 	// further clients wait in the listen backlog. 0 means DefaultMaxConnsPerPort.
 	MaxConnsPerPort int
+	// Name turns a VM id into the name users know it by, for messages; nil (or an
+	// empty answer) shows the id.
+	Name func(vmID string) string
 }
 
 // Forwarder owns the listening sockets of every published port of every VM, and the
 // connections they forward. It is safe for concurrent use.
 type Forwarder struct {
-	log         *slog.Logger  // never nil
-	dialTimeout time.Duration // > 0
-	maxConns    int           // > 0
+	log         *slog.Logger        // never nil
+	dialTimeout time.Duration       // > 0
+	maxConns    int                 // > 0
+	nameOf      func(string) string // may be nil
 
 	mu     sync.Mutex            // guards the fields below
 	byVM   map[string][]*forward // live forwards by VM id
@@ -66,6 +70,7 @@ func New(cfg Config) *Forwarder {
 		log:         cfg.Logger,
 		dialTimeout: cfg.DialTimeout,
 		maxConns:    cfg.MaxConnsPerPort,
+		nameOf:      cfg.Name,
 		byVM:        map[string][]*forward{},
 	}
 	if f.log == nil {
@@ -112,19 +117,13 @@ func (f *Forwarder) add(ctx context.Context, vmID string, spec Spec, guest netip
 	if f.closed {
 		return nil, ErrClosed
 	}
-	if spec.HostPort != 0 {
-		for id, fws := range f.byVM {
-			for _, fw := range fws {
-				if fw.spec.overlaps(spec) {
-					return nil, fmt.Errorf("vm %q: publish %s: host port %d is already published by VM %q (%s): choose another host port", vmID, spec, spec.HostPort, id, fw.spec)
-				}
-			}
-		}
+	if err := f.conflictLocked("", spec); err != nil {
+		return nil, fmt.Errorf("vm %q: %w", f.name(vmID), err)
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", spec.HostAddr().String())
 	if err != nil {
-		return nil, fmt.Errorf("vm %q: %w", vmID, listenError(spec, err))
+		return nil, fmt.Errorf("vm %q: %w", f.name(vmID), listenError(spec, err))
 	}
 	spec.HostPort = uint16(ln.Addr().(*net.TCPAddr).Port)
 	fw := newForward(f, vmID, spec, netip.AddrPortFrom(guest, spec.GuestPort), ln)
@@ -133,11 +132,83 @@ func (f *Forwarder) add(ctx context.Context, vmID string, spec Spec, guest netip
 	return fw, nil
 }
 
+// conflictLocked refuses spec when a VM other than except has published an
+// overlapping host port. f.mu must be held.
+func (f *Forwarder) conflictLocked(except string, spec Spec) error {
+	if spec.HostPort == 0 {
+		return nil
+	}
+	for id, fws := range f.byVM {
+		if id == except && except != "" {
+			continue
+		}
+		for _, fw := range fws {
+			if fw.spec.overlaps(spec) {
+				return fmt.Errorf("publish %s: host port %d is already published by VM %q (%s): choose another host port", spec, spec.HostPort, f.name(id), fw.spec)
+			}
+		}
+	}
+	return nil
+}
+
+// name is how messages call a VM.
+func (f *Forwarder) name(vmID string) string {
+	if f.nameOf != nil {
+		if n := f.nameOf(vmID); n != "" {
+			return n
+		}
+	}
+	return vmID
+}
+
+// Check says, before a VM boots, whether its specs could be published now: they do
+// not collide with each other or with another VM's ports, and each host port can be
+// bound (tried and released at once). vmID is the VM's id, or "" for one not created
+// yet; its own live forwards (a restart) are not conflicts. Add still checks again:
+// this only spares a boot that would fail at the end.
+func (f *Forwarder) Check(vmID string, specs []Spec) error {
+	if err := CheckConflicts(specs); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	for _, spec := range specs {
+		if err := checkHostIP(spec.HostIP); err != nil {
+			return fmt.Errorf("publish %s: %w", spec, err)
+		}
+		if err := f.conflictLocked(vmID, spec); err != nil {
+			return err
+		}
+		if f.ownsLocked(vmID, spec) {
+			continue // bound by this VM's own forward already
+		}
+		ln, err := net.Listen("tcp", spec.HostAddr().String())
+		if err != nil {
+			return listenError(spec, err)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
+// ownsLocked says whether vmID already listens on spec's host address. f.mu held.
+func (f *Forwarder) ownsLocked(vmID string, spec Spec) bool {
+	for _, fw := range f.byVM[vmID] {
+		if fw.spec.overlaps(spec) {
+			return true
+		}
+	}
+	return false
+}
+
 // AddAll publishes every spec for vmID, or none: if one fails, those this call added
 // are closed again before the error returns. Forwards the VM had before are kept.
 func (f *Forwarder) AddAll(ctx context.Context, vmID string, specs []Spec, guest netip.Addr) error {
 	if err := CheckConflicts(specs); err != nil {
-		return fmt.Errorf("vm %q: %w", vmID, err)
+		return fmt.Errorf("vm %q: %w", f.name(vmID), err)
 	}
 	var added []*forward
 	for _, s := range specs {

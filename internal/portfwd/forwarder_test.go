@@ -390,3 +390,55 @@ func TestConcurrentAddRemove(t *testing.T) {
 		t.Errorf("List: got %v, want nothing", l)
 	}
 }
+
+// TestCheckBeforeBoot: Check finds every reason Add would fail, before a VM boots,
+// and names other VMs by name.
+func TestCheckBeforeBoot(t *testing.T) {
+	g := startGuest(t, echo)
+	f := newForwarder(t, Config{Name: func(id string) string { return map[string]string{"id1": "web"}[id] }})
+	addr := publish(t, f, "id1", g)
+	published := netip.MustParseAddrPort(addr).Port()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	taken := netip.MustParseAddrPort(busy.Addr().String()).Port()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freePort := netip.MustParseAddrPort(free.Addr().String()).Port()
+	free.Close()
+	lo := netip.MustParseAddr("127.0.0.1")
+	spec := func(port uint16) Spec { return Spec{HostIP: lo, HostPort: port, GuestPort: 80} }
+	for _, tt := range []struct {
+		name  string
+		vmID  string
+		specs []Spec
+		want  string // "" means no error
+	}{
+		{"free port", "", []Spec{spec(freePort)}, ""},
+		{"another VM's port, named by name", "", []Spec{spec(published)}, `already published by VM "web"`},
+		{"the VM's own port on restart", "id1", []Spec{spec(published)}, ""},
+		{"a port another program holds", "", []Spec{spec(taken)}, "already in use by another program"},
+		{"two specs on one port", "", []Spec{spec(freePort), spec(freePort)}, "both use host port"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := f.Check(tt.vmID, tt.specs)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Check = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Check = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	// Check publishes nothing.
+	if n := len(f.List()); n != 1 {
+		t.Errorf("List after Check: %d forwards, want only the first VM's", n)
+	}
+}

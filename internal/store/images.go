@@ -190,7 +190,7 @@ func resolveImageTx(ctx context.Context, tx *sql.Tx, ref string) (string, error)
 	var id string
 	err := tx.QueryRowContext(ctx, q, ref).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", &NotFoundError{Kind: "image", Ref: ref, List: "banger image ls"}
+		return "", &NotFoundError{Kind: "image", Ref: ref, Hint: "banger image ls lists them"}
 	}
 	if err != nil {
 		return "", fmt.Errorf("image %q: %w", ref, err)

@@ -72,7 +72,7 @@ func (s *Store) GetKernel(ctx context.Context, idOrName string) (Kernel, error) 
 		ORDER BY id = ?1 DESC LIMIT 1`, idOrName)
 	k, err := scanKernel(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Kernel{}, &NotFoundError{Kind: "kernel", Ref: idOrName, List: "banger kernel ls"}
+		return Kernel{}, &NotFoundError{Kind: "kernel", Ref: idOrName, Hint: "banger kernel ls lists them"}
 	}
 	if err != nil {
 		return Kernel{}, fmt.Errorf("kernel %q: %w", idOrName, s.wrapDBErr(err))

@@ -15,17 +15,17 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// NotFoundError is the store's answer for a VM, image or kernel the user named that
-// does not exist, in the user's words (`no VM named "web" (banger vm ls lists them)`),
-// because it travels unchanged to the terminal. It is ErrNotFound for errors.Is.
+// NotFoundError is the answer for a VM, image or kernel the user named that does not
+// exist, in the user's words (`no VM named "web" (banger vm ls lists them)`), because
+// it travels unchanged to the terminal. It is ErrNotFound for errors.Is.
 type NotFoundError struct {
 	Kind string // "VM", "image", "kernel"
 	Ref  string // the name, id or reference the user gave
-	List string // the command that lists what exists, e.g. "banger vm ls"
+	Hint string // what to do, e.g. "banger vm ls lists them"
 }
 
 func (e *NotFoundError) Error() string {
-	return fmt.Sprintf("no %s named %q (%s lists them)", e.Kind, e.Ref, e.List)
+	return fmt.Sprintf("no %s named %q (%s)", e.Kind, e.Ref, e.Hint)
 }
 
 // Is makes errors.Is(err, ErrNotFound) hold.

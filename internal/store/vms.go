@@ -166,7 +166,7 @@ func (s *Store) GetVM(ctx context.Context, idOrName string) (VM, error) {
 		ORDER BY id = ?1 DESC LIMIT 1`, idOrName)
 	vm, err := scanVM(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return VM{}, &NotFoundError{Kind: "VM", Ref: idOrName, List: "banger vm ls"}
+		return VM{}, &NotFoundError{Kind: "VM", Ref: idOrName, Hint: "banger vm ls lists them"}
 	}
 	if err != nil {
 		return VM{}, fmt.Errorf("vm %q: %w", idOrName, s.wrapDBErr(err))

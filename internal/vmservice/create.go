@@ -71,6 +71,10 @@ func (s *Service) validate(ctx context.Context, req *CreateRequest) error {
 	if _, err := portfwd.ParseSpecs(req.Publish); err != nil {
 		return fmt.Errorf("--publish: %w: %w", err, ErrInvalid)
 	}
+	// A host port that is taken is found now, not after a boot.
+	if err := s.d.Ports.Check("", req.Publish); err != nil {
+		return fmt.Errorf("%w: %w", err, ErrConflict)
+	}
 	if req.Driver == "" {
 		req.Driver = s.d.DefaultDriver
 	}
@@ -89,7 +93,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (_ VM, err erro
 	}
 	img, err := s.d.Images.EnsureAgent(ctx, req.Image)
 	if errors.Is(err, store.ErrNotFound) {
-		return VM{}, fmt.Errorf("image %q not found: pull it (banger image pull %s) or see `banger image ls`: %w", req.Image, req.Image, store.ErrNotFound)
+		return VM{}, &store.NotFoundError{Kind: "image", Ref: req.Image, Hint: "banger image ls lists them; get it with banger image pull " + req.Image}
 	}
 	if err != nil {
 		return VM{}, fmt.Errorf("image %q: %w", req.Image, err)

@@ -51,7 +51,9 @@ type Kernels interface {
 type Network interface {
 	AcquireTap(ctx context.Context, vmID string) (string, error)
 	ReleaseTap(ctx context.Context, tap string) error
-	SetNAT(ctx context.Context, guest netip.Addr, tap string, enable bool) error
+	// SetNAT adds or removes the guest's network rules; mac is the VM's own MAC (its
+	// tap may send only from it and guest), needed when enabling.
+	SetNAT(ctx context.Context, guest netip.Addr, mac, tap string, enable bool) error
 	Bridge() netip.Prefix
 }
 
@@ -80,6 +82,9 @@ type SSH interface {
 
 // Ports publishes guest TCP ports on the host.
 type Ports interface {
+	// Check says whether specs could be published now, before anything starts;
+	// vmID is "" for a VM not created yet.
+	Check(vmID string, specs []string) error
 	Publish(ctx context.Context, vmID string, specs []string, guest netip.Addr) error
 	Unpublish(vmID string)
 }

@@ -59,6 +59,9 @@ func (s *Service) start(ctx context.Context, vm store.VM) (err error) {
 		return fmt.Errorf("vm %q: kernel: %w", vm.Name, err)
 	}
 	sp := decodeSpec(vm.Spec)
+	if err := s.d.Ports.Check(vm.ID, sp.Publish); err != nil {
+		return fmt.Errorf("vm %q: %w: %w", vm.Name, err, ErrConflict)
+	}
 
 	var undo []func()
 	cleanup := context.WithoutCancel(ctx)
