@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -112,4 +113,51 @@ func quoteOr(words []string) string {
 		q[i] = fmt.Sprintf("%q", w)
 	}
 	return strings.Join(q, " or ")
+}
+
+// batch runs one step on each of several names (vm stop a b c, image rm x y),
+// going on after a failure, and sums up at the end. Each failure is reported on its
+// own line as it happens, with its reason; the summary names the ones that failed.
+// With a single name there is nothing to sum up: its error is the command's.
+type batch struct {
+	errOut io.Writer
+	what   string // plural noun and verb for the summary: "VMs", "stop"
+	verb   string
+	names  []string
+	failed []string
+	codes  map[int]bool
+	only   error // the error when there is one name
+}
+
+func newBatch(errOut io.Writer, names []string, what, verb string) *batch {
+	return &batch{errOut: errOut, names: names, what: what, verb: verb, codes: map[int]bool{}}
+}
+
+// fail records that name failed with err.
+func (b *batch) fail(name string, err error) {
+	b.failed = append(b.failed, name)
+	b.codes[exitCode(err)] = true
+	if len(b.names) == 1 {
+		b.only = err
+		return
+	}
+	fmt.Fprintf(b.errOut, "banger: %s: %v\n", name, err)
+}
+
+// err is the command's result: nil when nothing failed. Its exit code is the one
+// every failure shares (3 when the daemon was down for all), else 1.
+func (b *batch) err() error {
+	if len(b.failed) == 0 {
+		return nil
+	}
+	if b.only != nil {
+		return b.only
+	}
+	code := exitFailure
+	if len(b.codes) == 1 {
+		for c := range b.codes {
+			code = c
+		}
+	}
+	return &exitCodeError{code: code, err: fmt.Errorf("could not %s %d of %d %s: %s", b.verb, len(b.failed), len(b.names), b.what, strings.Join(b.failed, ", "))}
 }

@@ -3,8 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
+
+	"banger/internal/api"
 )
 
 // TestExitCodes runs the real command tree in process against a root where no daemon
@@ -58,5 +61,54 @@ func TestCommandExitIsNotAnError(t *testing.T) {
 	}
 	if err := commandExit(137, "KILL"); exitCode(err) != 137 || isSilent(err) || !strings.Contains(err.Error(), "KILL") {
 		t.Errorf("commandExit(137, KILL) = %v: want code 137 with a message naming the signal", err)
+	}
+}
+
+// TestBatchSummary: several names going on past failures end with a summary naming
+// the failed ones; a single name's error is the command's own; the exit code is the
+// one the failures share.
+func TestBatchSummary(t *testing.T) {
+	notFound := errors.New(`no VM named "b" (banger vm ls lists them)`)
+	for _, tt := range []struct {
+		name    string
+		names   []string
+		fails   map[string]error
+		code    int
+		summary string
+		lines   []string
+	}{
+		{"all fine", []string{"a", "b"}, nil, 0, "", nil},
+		{"one of three", []string{"a", "b", "c"}, map[string]error{"b": notFound}, 1, "could not stop 1 of 3 VMs: b", []string{`banger: b: no VM named "b"`}},
+		{"single name", []string{"b"}, map[string]error{"b": notFound}, 1, `no VM named "b"`, nil},
+		{"daemon down for all", []string{"a", "b"}, map[string]error{"a": api.ErrDaemonDown, "b": api.ErrDaemonDown}, 3, "could not stop 2 of 2 VMs: a, b", nil},
+		{"mixed codes", []string{"a", "b"}, map[string]error{"a": api.ErrDaemonDown, "b": notFound}, 1, "could not stop 2 of 2 VMs: a, b", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var errOut bytes.Buffer
+			b := newBatch(&errOut, tt.names, "VMs", "stop")
+			for _, n := range tt.names {
+				if err := tt.fails[n]; err != nil {
+					b.fail(n, err)
+				}
+			}
+			err := b.err()
+			if tt.summary == "" {
+				if err != nil {
+					t.Fatalf("err = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.summary) || exitCode(err) != tt.code {
+				t.Fatalf("err = %v (exit %d), want %q with exit %d", err, exitCode(err), tt.summary, tt.code)
+			}
+			for _, l := range tt.lines {
+				if !strings.Contains(errOut.String(), l) {
+					t.Errorf("stderr %q lacks %q", errOut.String(), l)
+				}
+			}
+			if len(tt.names) == 1 && errOut.Len() > 0 {
+				t.Errorf("single name printed %q as well as returning its error", errOut.String())
+			}
+		})
 	}
 }

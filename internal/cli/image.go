@@ -187,14 +187,11 @@ func newImageRmCmd(env *Env) *cobra.Command {
 				return err
 			}
 			var results []api.ImageRemoveResult
-			var firstErr error
+			b := newBatch(env.Err, args, "images", "remove")
 			for _, ref := range args {
 				res, err := cl.RemoveImage(cmd.Context(), ref, force)
 				if err != nil {
-					fmt.Fprintf(env.Err, "banger: %s: %v\n", ref, err)
-					if firstErr == nil {
-						firstErr = err
-					}
+					b.fail(ref, err)
 					continue
 				}
 				results = append(results, res)
@@ -207,10 +204,7 @@ func newImageRmCmd(env *Env) *cobra.Command {
 					return err
 				}
 			}
-			if firstErr != nil {
-				return &exitCodeError{code: 1, err: fmt.Errorf("some images were not removed")}
-			}
-			return nil
+			return b.err()
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "untag images that VMs still use (their file stays until those VMs are removed)")

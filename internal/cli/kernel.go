@@ -145,20 +145,16 @@ func newKernelRmCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			failed := false
+			b := newBatch(env.Err, args, "kernels", "remove")
 			for _, ref := range args {
 				k, err := cl.RemoveKernel(cmd.Context(), ref)
 				if err != nil {
-					fmt.Fprintf(env.Err, "banger: %s: %v\n", ref, err)
-					failed = true
+					b.fail(ref, err)
 					continue
 				}
 				fmt.Fprintf(env.Out, "removed %s (%s)\n", k.Name, shortID(k.ID))
 			}
-			if failed {
-				return &exitCodeError{code: 1, err: fmt.Errorf("some kernels were not removed")}
-			}
-			return nil
+			return b.err()
 		},
 	}
 	return cmd

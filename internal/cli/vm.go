@@ -245,7 +245,7 @@ func newVMLsCmd(env *Env) *cobra.Command {
 		id:     func(v api.VM) string { return v.Name },
 		header: "NAME\tSTATE\tIP\tCPUS\tMEMORY\tDRIVER\tIMAGE\tCREATED",
 		row: func(v api.VM) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s", v.Name, v.State, orNone(v.IP), v.CPUs, v.MemoryMiB, v.Driver, shortID(v.Image), ago(v.CreatedAt))
+			return fmt.Sprintf("%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s", v.Name, v.State, orNone(v.IP), v.CPUs, v.MemoryMiB, v.Driver, imageLabel(v), ago(v.CreatedAt))
 		},
 	})
 	cmd.Aliases = append(cmd.Aliases, "ps")
@@ -272,9 +272,15 @@ func newVMInspectCmd(env *Env) *cobra.Command {
 			}
 			w := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "name\t%s\nid\t%s\nstate\t%s\naddress\t%s (%s)\n", v.Name, v.ID, v.State, orNone(v.IP), v.DNSName)
-			fmt.Fprintf(w, "resources\t%d cpu, %d MiB\ndriver\t%s\nimage\t%s\nkernel\t%s\n", v.CPUs, v.MemoryMiB, v.Driver, v.Image, v.Kernel)
+			image := v.Image
+			if v.ImageName != "" {
+				image = v.ImageName + " (" + v.Image + ")"
+			}
+			fmt.Fprintf(w, "resources\t%d cpu, %d MiB\ndriver\t%s\nimage\t%s\nkernel\t%s\n", v.CPUs, v.MemoryMiB, v.Driver, image, v.Kernel)
 			fmt.Fprintf(w, "disk\t%s, %s %s, %s\n", v.Disk.Strategy, v.Disk.Format, progress.HumanBytes(v.Disk.SizeBytes), v.Disk.Path)
-			if len(v.Publish) > 0 {
+			if len(v.Published) > 0 {
+				fmt.Fprintf(w, "published\t%s\n", strings.Join(v.Published, ", "))
+			} else if len(v.Publish) > 0 {
 				fmt.Fprintf(w, "published\t%s\n", strings.Join(v.Publish, ", "))
 			}
 			if len(v.Env) > 0 {
@@ -299,22 +305,44 @@ func newVMInspectCmd(env *Env) *cobra.Command {
 	return cmd
 }
 
-// forEach runs fn on each named VM, reporting failures and continuing.
+// imageLabel names a VM's image by its tag, or by its short ID when it has none.
+func imageLabel(v api.VM) string {
+	if v.ImageName != "" {
+		return v.ImageName
+	}
+	return shortID(v.Image)
+}
+
+// forEach runs fn on each named VM, reporting failures and continuing; verb is the
+// past tense printed for each success ("stopped").
 func forEach(env *Env, names []string, fn func(name string) (api.VM, error), verb string) error {
-	failed := false
+	b := newBatch(env.Err, names, "VMs", presentOf(verb))
 	for _, n := range names {
 		v, err := fn(n)
 		if err != nil {
-			fmt.Fprintf(env.Err, "banger: %s: %v\n", n, err)
-			failed = true
+			b.fail(n, err)
 			continue
 		}
 		fmt.Fprintf(env.Out, "%s %s\n", v.Name, verb)
 	}
-	if failed {
-		return &exitCodeError{code: 1, err: errors.New("some VMs failed")}
+	return b.err()
+}
+
+// presentOf turns forEach's past tense back into the verb for its summary.
+func presentOf(past string) string {
+	switch past {
+	case "removed":
+		return "remove"
+	case "stopped":
+		return "stop"
+	case "killed":
+		return "kill"
+	case "started":
+		return "start"
+	case "restarted":
+		return "restart"
 	}
-	return nil
+	return strings.TrimSuffix(past, "ed")
 }
 
 func newVMActionCmd(env *Env, action, short string) *cobra.Command {

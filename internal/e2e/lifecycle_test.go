@@ -29,6 +29,22 @@ func TestVMLifecycle(t *testing.T) {
 		t.Errorf("vm = %+v; want its disk strategy, tap and CID recorded", web)
 	}
 
+	// The VM is shown by its image's name, and its published port with the address
+	// it listens on (loopback unless asked otherwise); the guest's /etc/hostname
+	// agrees with its hostname.
+	if !strings.HasPrefix(web.ImageName, "busybox") || len(web.Published) != 1 || web.Published[0] != "127.0.0.1:18080 → 8080/tcp" {
+		t.Errorf("vm run: image name %q, published %q; want busybox and [127.0.0.1:18080 → 8080/tcp]", web.ImageName, web.Published)
+	}
+	if out := e.must("vm", "ls"); !strings.Contains(out, " "+web.ImageName+" ") {
+		t.Errorf("vm ls does not name the image:\n%s", out)
+	}
+	if out := e.must("vm", "inspect", "web"); !strings.Contains(out, "127.0.0.1:18080 → 8080/tcp") {
+		t.Errorf("vm inspect does not show where the port is published:\n%s", out)
+	}
+	if out := e.must("vm", "exec", "web", "--", "cat", "/etc/hostname"); strings.TrimSpace(out) != "web" {
+		t.Errorf("guest /etc/hostname = %q, want web", out)
+	}
+
 	// --disk grew the root disk and, inside the guest, its filesystem.
 	if web.Disk.SizeBytes != 512<<20 {
 		t.Errorf("disk size = %d, want 512 MiB", web.Disk.SizeBytes)
