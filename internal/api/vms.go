@@ -33,6 +33,8 @@ type VMCreateRequest struct {
 	DiskBytes int64    `json:"disk_bytes,omitempty"`
 	Env       []string `json:"env,omitempty"`
 	Publish   []string `json:"publish,omitempty"`
+	// DiskStrategy picks how the root disk is made; "" is the configured default.
+	DiskStrategy string `json:"disk_strategy,omitempty"`
 	// Start boots the VM and waits until its agent and SSH are ready (vm run).
 	Start bool `json:"start,omitempty"`
 }
@@ -85,6 +87,8 @@ type VMDisk struct {
 	Format    string `json:"format"`
 	SizeBytes int64  `json:"size_bytes"`
 	Base      string `json:"base"`
+	// Note says why auto passed over a faster strategy, when it did.
+	Note string `json:"note,omitempty"`
 }
 
 // Timings is where a start's time went, phase by phase.

@@ -36,6 +36,7 @@ func newVMCmd(env *Env) *cobra.Command {
 // createFlags are shared by create and run.
 type createFlags struct {
 	name, kernel, driver, memory, disk string
+	diskStrategy                       string
 	cpus                               int
 	env, publish                       []string
 }
@@ -45,6 +46,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.cpus, "cpus", 0, "virtual CPUs (default 1)")
 	cmd.Flags().StringVar(&f.memory, "memory", "", "memory, e.g. 512M or 2G (default 512M)")
 	cmd.Flags().StringVar(&f.disk, "disk", "", "root disk size, e.g. 10G (default: the image's size)")
+	cmd.Flags().StringVar(&f.diskStrategy, "disk-strategy", "", "how the copy-on-write root disk is made: auto, dm-snapshot, reflink, qcow2 or copy (default: [disk] strategy in config.toml, else auto)")
 	cmd.Flags().StringVar(&f.kernel, "kernel", "", "kernel name or id (default: the host's kernel with banger's initramfs)")
 	cmd.Flags().StringVar(&f.driver, "driver", "", "VMM driver: firecracker or qemu (default: the configured one)")
 	cmd.Flags().StringArrayVarP(&f.env, "env", "e", nil, "KEY=VALUE for commands run in the VM (repeatable)")
@@ -52,7 +54,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 }
 
 func (f *createFlags) request(image string) (api.VMCreateRequest, error) {
-	req := api.VMCreateRequest{Name: f.name, Image: image, Kernel: f.kernel, Driver: f.driver, CPUs: f.cpus, Env: f.env, Publish: f.publish}
+	req := api.VMCreateRequest{Name: f.name, Image: image, Kernel: f.kernel, Driver: f.driver, CPUs: f.cpus, Env: f.env, Publish: f.publish, DiskStrategy: f.diskStrategy}
 	if f.memory != "" {
 		m, err := vmservice.ParseMemory(f.memory)
 		if err != nil {
@@ -278,6 +280,9 @@ func newVMInspectCmd(env *Env) *cobra.Command {
 			}
 			fmt.Fprintf(w, "resources\t%d cpu, %d MiB\ndriver\t%s\nimage\t%s\nkernel\t%s\n", v.CPUs, v.MemoryMiB, v.Driver, image, v.Kernel)
 			fmt.Fprintf(w, "disk\t%s, %s %s, %s\n", v.Disk.Strategy, v.Disk.Format, progress.HumanBytes(v.Disk.SizeBytes), v.Disk.Path)
+			if v.Disk.Note != "" {
+				fmt.Fprintf(w, "disk note\t%s\n", v.Disk.Note)
+			}
 			if len(v.Published) > 0 {
 				fmt.Fprintf(w, "published\t%s\n", strings.Join(v.Published, ", "))
 			} else if len(v.Publish) > 0 {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -48,6 +49,17 @@ type Config struct {
 	DNS     DNS     `toml:"dns"`
 	VMM     VMM     `toml:"vmm"`
 	Console Console `toml:"console"`
+	Disk    Disk    `toml:"disk"`
+}
+
+// DiskStrategies are the names [disk] strategy and --disk-strategy take; auto tries
+// the others fastest first (internal/disk).
+var DiskStrategies = []string{"auto", "dm-snapshot", "reflink", "qcow2", "copy"}
+
+// Disk configures VMs' copy-on-write root disks.
+type Disk struct {
+	// Strategy is the default for VMs created without --disk-strategy.
+	Strategy string `toml:"strategy"`
 }
 
 // Network configures the bridge, the guest address range and the TAP pool.
@@ -114,6 +126,7 @@ func Default() Config {
 		DNS:     DNS{Domain: DefaultDNSDomain, MaxInFlight: DefaultDNSMaxInFlight, MaxInFlightPerSource: DefaultDNSMaxInFlightPerSource},
 		VMM:     VMM{Driver: DefaultDriver, Firecracker: "firecracker", Jailer: "jailer", QEMU: "qemu-system-x86_64"},
 		Console: Console{MaxSize: DefaultConsoleMaxSize},
+		Disk:    Disk{Strategy: "auto"},
 	}
 }
 
@@ -128,6 +141,14 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
+	return Parse(data, path)
+}
+
+// Parse reads data, the content of the configuration file at path (for messages),
+// over the defaults, as Load does. banger-helper reads the file itself, through a
+// descriptor it checked (it must be root's), and parses it here.
+func Parse(data []byte, path string) (Config, error) {
+	cfg := Default()
 	md, err := toml.Decode(string(data), &cfg)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
@@ -194,6 +215,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.ConsoleMaxBytes(); err != nil {
 		return err
+	}
+	if !slices.Contains(DiskStrategies, c.Disk.Strategy) {
+		return fmt.Errorf("disk.strategy %q is unknown: use one of %s", c.Disk.Strategy, strings.Join(DiskStrategies, ", "))
 	}
 	switch c.VMM.Driver {
 	case "auto", "firecracker", "qemu":

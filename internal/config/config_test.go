@@ -70,6 +70,7 @@ func TestLoadRejects(t *testing.T) {
 		{"dns inflight zero", "[dns]\nmax_inflight = 0\n", []string{"dns.max_inflight", "1 to 65536"}},
 		{"dns per source above total", "[dns]\nmax_inflight = 8\nmax_inflight_per_source = 9\n", []string{"dns.max_inflight_per_source"}},
 		{"console size garbage", "[console]\nmax_size = \"lots\"\n", []string{"console.max_size"}},
+		{"disk strategy", "[disk]\nstrategy = \"zfs\"\n", []string{"disk.strategy", "auto, dm-snapshot, reflink, qcow2, copy"}},
 		{"console size tiny", "[console]\nmax_size = \"100\"\n", []string{"console.max_size", "4K to 1G"}},
 	}
 	for _, tt := range tests {

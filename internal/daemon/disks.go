@@ -21,11 +21,7 @@ func newDiskLayer(cfg disk.Config) *diskLayer {
 
 // Clone makes a VM's copy-on-write root with the named strategy (or auto).
 func (l *diskLayer) Clone(ctx context.Context, strategy, driver, base string, req disk.CloneRequest) (disk.Disk, error) {
-	s, err := disk.Select(ctx, strategy, driver, l.strategies...)
-	if err != nil {
-		return disk.Disk{}, err
-	}
-	return s.Clone(ctx, base, req)
+	return disk.Clone(ctx, strategy, driver, base, req, l.strategies...)
 }
 
 // Remove releases everything a disk holds.

@@ -18,7 +18,7 @@ func (d *Daemon) toAPIVM(v vmservice.VM) api.VM {
 		ID: v.ID, Name: v.Name, State: string(v.State), DNSName: v.Name + "." + d.opts.Config.DNS.Domain,
 		Image: v.ImageID, Kernel: v.KernelID, Driver: v.Driver, CPUs: v.CPUs, MemoryMiB: v.MemoryMiB, DiskBytes: v.DiskBytes,
 		Env: v.Env, Publish: v.Publish, CreatedAt: v.CreatedAt, StartError: v.StartError, ConsoleLog: v.ConsoleLog,
-		Disk: api.VMDisk{Strategy: v.DiskInfo.Strategy, Path: v.DiskInfo.Path, Format: string(v.DiskInfo.Format), SizeBytes: v.DiskInfo.SizeBytes, Base: v.DiskInfo.Base},
+		Disk: api.VMDisk{Strategy: v.DiskInfo.Strategy, Path: v.DiskInfo.Path, Format: string(v.DiskInfo.Format), SizeBytes: v.DiskInfo.SizeBytes, Base: v.DiskInfo.Base, Note: v.DiskInfo.Note},
 	}
 	if v.IP.IsValid() {
 		out.IP = v.IP.String()
@@ -95,6 +95,7 @@ func (d *Daemon) createVM(r *http.Request) (any, error) {
 	cr := vmservice.CreateRequest{
 		Name: req.Name, Image: req.Image, Kernel: req.Kernel, Driver: req.Driver, CPUs: req.CPUs,
 		MemoryMiB: req.MemoryMiB, DiskBytes: req.DiskBytes, Env: req.Env, Publish: req.Publish,
+		DiskStrategy: req.DiskStrategy,
 	}
 	create := d.vms.Create
 	if req.Start {

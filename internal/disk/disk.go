@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"banger/internal/blockdev"
+	"banger/internal/config"
 )
 
 // Format is how a VMM must open a disk.
@@ -58,6 +60,9 @@ type Disk struct {
 	SizeBytes int64  `json:"size_bytes"`
 	Base      string `json:"base"` // the read-only image it was cloned from
 	Dir       string `json:"dir"`  // the VM's disk directory
+	// Note says why auto settled on this strategy when a faster one was available
+	// but failed to clone (vm inspect shows it); empty otherwise.
+	Note string `json:"note,omitempty"`
 	// NeedsOnlineResize: the disk was made larger than its filesystem and banger
 	// could not grow the filesystem on the host (a qcow2 overlay without a FUSE
 	// export); the guest agent must run resize2fs on its root at boot.
@@ -199,6 +204,60 @@ func Select(ctx context.Context, name, driver string, strategies ...Strategy) (S
 		return s, nil
 	}
 	return nil, fmt.Errorf("disk strategy %q is unknown: use %s or one of %s", name, NameAuto, strings.Join(names, ", "))
+}
+
+// Clone makes req.VMID's disk from base with the strategy called name, as Select
+// picks it. Under auto, a strategy that says it is available but then fails to
+// clone (a device-mapper whose control node answers but whose targets are missing,
+// a filesystem that refuses a reflink) does not fail the VM: the next candidate is
+// tried, and the disk's Note says what was passed over and why. A strategy named
+// explicitly is used or fails: the user asked for it. A too-small size or a
+// cancelled ctx ends the search at once, since no other strategy would do better.
+func Clone(ctx context.Context, name, driver, base string, req CloneRequest, strategies ...Strategy) (Disk, error) {
+	if name != "" && name != NameAuto {
+		s, err := Select(ctx, name, driver, strategies...)
+		if err != nil {
+			return Disk{}, err
+		}
+		return s.Clone(ctx, base, req)
+	}
+	var failed []string
+	rest := strategies
+	for len(rest) > 0 {
+		s, err := Select(ctx, NameAuto, driver, rest...)
+		if err != nil {
+			if len(failed) > 0 {
+				return Disk{}, fmt.Errorf("no disk strategy could clone %s: %s: %w", base, strings.Join(failed, "; "), err)
+			}
+			return Disk{}, err
+		}
+		d, err := s.Clone(ctx, base, req)
+		if err == nil {
+			if len(failed) > 0 {
+				d.Note = fmt.Sprintf("auto chose %s because %s", s.Name(), strings.Join(failed, "; "))
+			}
+			return d, nil
+		}
+		if errors.Is(err, ErrTooSmall) || ctx.Err() != nil {
+			return Disk{}, err
+		}
+		failed = append(failed, fmt.Sprintf("%s failed to clone (%v)", s.Name(), err))
+		for i, c := range rest {
+			if c == s {
+				rest = rest[i+1:]
+				break
+			}
+		}
+	}
+	return Disk{}, fmt.Errorf("no disk strategy could clone %s: %s: %w", base, strings.Join(failed, "; "), ErrUnavailable)
+}
+
+// ValidName checks a strategy name as --disk-strategy and [disk] strategy take it.
+func ValidName(name string) error {
+	if slices.Contains(config.DiskStrategies, name) {
+		return nil
+	}
+	return fmt.Errorf("disk strategy %q is unknown: use one of %s", name, strings.Join(config.DiskStrategies, ", "))
 }
 
 // Find returns the strategy that made d, for Remove and Activate after a restart.

@@ -12,7 +12,11 @@ import (
 // TestBadInput: each bad request is a clear error and leaves nothing behind.
 func TestBadInput(t *testing.T) {
 	e := newEnv(t, 1)
-	e.vmRun("taken", "-p", "18181:8080")
+	// --disk-strategy is honoured (copy works everywhere, and is never auto's first
+	// choice on this host).
+	if v := e.vmRun("taken", "-p", "18181:8080", "--disk-strategy", "copy"); v.Disk.Strategy != "copy" {
+		t.Errorf("--disk-strategy copy made a %q disk", v.Disk.Strategy)
+	}
 
 	// A kernel that cannot boot: the host kernel without banger's initramfs has no
 	// virtio-blk driver built in, so it panics looking for its root.
@@ -35,6 +39,7 @@ func TestBadInput(t *testing.T) {
 		{"bad publish", []string{"--name", "x4", "-p", "99999:80", "busybox"}, []string{"99999"}},
 		// Found before anything boots, naming the other VM by its name.
 		{"port published by another VM", []string{"--name", "x7", "-p", "18181:80", "busybox"}, []string{`already published by VM "taken"`}},
+		{"unknown disk strategy", []string{"--name", "x8", "--disk-strategy", "zfs", "busybox"}, []string{`disk strategy "zfs" is unknown`, "auto, dm-snapshot"}},
 		{"unknown kernel", []string{"--name", "x5", "--kernel", "nosuch", "busybox"}, []string{`no kernel named "nosuch"`}},
 		{"kernel that never boots", []string{"--name", "x6", "--kernel", "bare", "busybox"}, []string{"before the guest agent answered", "last console lines", "Kernel panic"}},
 	}

@@ -25,6 +25,9 @@ type CreateRequest struct {
 	DiskBytes int64    // 0: the image's size
 	Env       []string // K=V for exec'd commands
 	Publish   []string // HOST:GUEST TCP ports
+	// DiskStrategy makes the root disk (auto, dm-snapshot, reflink, qcow2, copy);
+	// "" takes the configured default.
+	DiskStrategy string
 }
 
 // Resource bounds. The minimum memory is what the default kernel and the agent
@@ -78,6 +81,15 @@ func (s *Service) validate(ctx context.Context, req *CreateRequest) error {
 	if req.Driver == "" {
 		req.Driver = s.d.DefaultDriver
 	}
+	if req.DiskStrategy == "" {
+		req.DiskStrategy = s.d.DefaultDiskStrategy
+	}
+	if req.DiskStrategy == "" {
+		req.DiskStrategy = disk.NameAuto
+	}
+	if err := disk.ValidName(req.DiskStrategy); err != nil {
+		return fmt.Errorf("--disk-strategy: %w: %w", err, ErrInvalid)
+	}
 	if _, err := s.driver(req.Driver); err != nil {
 		return err
 	}
@@ -128,7 +140,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (_ VM, err erro
 	}
 	undo = append(undo, func() { _ = s.d.Store.DeleteVM(cleanup, id) })
 
-	d, err := s.d.Disks.Clone(ctx, disk.NameAuto, req.Driver, img.Path, disk.CloneRequest{
+	d, err := s.d.Disks.Clone(ctx, req.DiskStrategy, req.Driver, img.Path, disk.CloneRequest{
 		VMID: id, Dir: filepath.Join(s.d.Layout.DisksDir(), id), SizeBytes: req.DiskBytes,
 	})
 	if err != nil {

@@ -102,9 +102,12 @@ type Deps struct {
 	// Drivers by name; DefaultDriver is used when a create names none.
 	Drivers       map[string]vmm.Driver
 	DefaultDriver string
-	Layout        layout.Layout
-	Domain        string // DNS domain, e.g. "vm"
-	MTU           int
+	// DefaultDiskStrategy is used when a create names none ([disk] strategy);
+	// "" means auto.
+	DefaultDiskStrategy string
+	Layout              layout.Layout
+	Domain              string // DNS domain, e.g. "vm"
+	MTU                 int
 	// ReadyTimeout bounds kernel start to agent ready (TCG boots are slow).
 	ReadyTimeout time.Duration
 	// Logger is required.
