@@ -211,7 +211,7 @@ func (d *Daemon) openVMs(ctx context.Context) error {
 	def := d.opts.DefaultDriver
 	d.vms, err = vmservice.New(vmservice.Deps{
 		Store: d.store, Images: d.images, Kernels: d.kernels, Network: d.net, DNS: d.dns, Disks: d.disks,
-		SSH: ssh, Ports: ports{d.fwd}, Drivers: drivers, DefaultDriver: def,
+		SSH: ssh, Ports: ports{d.fwd}, Drivers: drivers, DefaultDriver: def, DefaultDiskStrategy: d.opts.Config.Disk.Strategy,
 		Layout: d.opts.Layout, Domain: d.opts.Config.DNS.Domain, MTU: d.opts.Config.Network.MTU,
 		ReadyTimeout: d.opts.ReadyTimeout, Logger: d.log.With("component", "vms"),
 	})
