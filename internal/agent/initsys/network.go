@@ -48,6 +48,11 @@ func setupNetwork(c BootConfig) error {
 			return fmt.Errorf("default route via %s: %w", c.Gateway, err)
 		}
 	}
+	// Tell the host this address now lives at this MAC (see announce). A failure
+	// only costs the speed-up, so it does not fail the network set-up.
+	if err := announce(link.Attrs().Index, link.Attrs().HardwareAddr, c.Address.Addr()); err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
+	}
 	return nil
 }
 
