@@ -47,6 +47,11 @@ setpriv --reuid "$owner" --regid "$(id -g "$owner")" --init-groups -- \
   env HOME="$home" "$banger" vm ssh demo -- 'echo "hello from $(hostname)"; uname -a'
 t_ssh=$(ms)
 
+# What to print for "banger": its full path (it is not on PATH), with --root when the
+# root is not the default, so every command below works as printed.
+b=$banger
+[ "$BANGER_ROOT" = /var/lib/banger ] || b="$banger --root $BANGER_ROOT"
+
 cat <<TIMINGS
 
 timings
@@ -57,8 +62,12 @@ timings
   vm run (to ssh-ready)  $((t_vm - t_image)) ms
   ssh + command          $((t_ssh - t_vm)) ms
 
-The VM "demo" keeps running. Try, as $owner:
-  banger vm ls                   banger vm exec demo -- ps
-  ssh demo.vm                    (after: banger ssh-config --install)
-  banger vm rm -f demo           banger system stop   (as root)
+The VM "demo" keeps running. Try, as $owner (commands as printed work from any directory):
+  $b vm ls
+  $b vm exec demo -- ps
+  $b ssh-config --install        then: ssh demo.vm
+Undo, as root:
+  $b vm rm -f demo               removes the VM (its disk, address, tap, DNS name)
+  $b system stop                 stops the helper and the daemon; VMs' network stays for the next start
+  $b system uninstall --purge    removes banger's units, bridge, taps, nftables table and its root
 TIMINGS
