@@ -16,6 +16,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/disk"
 	"banger/internal/image/progress"
+	"banger/internal/termsafe"
 	"banger/internal/vmservice"
 )
 
@@ -419,7 +420,7 @@ func newVMRmCmd(env *Env) *cobra.Command {
 }
 
 func newVMLogsCmd(env *Env) *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a VM's serial console (-f follows it)",
@@ -434,7 +435,16 @@ func newVMLogsCmd(env *Env) *cobra.Command {
 				return err
 			}
 			defer resp.Body.Close()
-			_, err = io.Copy(env.Out, resp.Body)
+			// The console is the guest's text: a guest could otherwise drive the
+			// owner's terminal (set its title, write its clipboard, redraw what
+			// was shown). --raw is for a file or a pipe.
+			out := env.Out
+			if !raw {
+				tw := termsafe.NewWriter(env.Out)
+				defer tw.Close()
+				out = tw
+			}
+			_, err = io.Copy(out, resp.Body)
 			if cmd.Context().Err() != nil {
 				return nil // ^C while following
 			}
@@ -442,6 +452,7 @@ func newVMLogsCmd(env *Env) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the console writes")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the bytes as the guest wrote them, escape sequences included (default: control characters shown as ^[ and the like)")
 	return cmd
 }
 

@@ -209,11 +209,17 @@ func (d *Daemon) openVMs(ctx context.Context) error {
 		drivers = map[string]vmm.Driver{}
 	}
 	def := d.opts.DefaultDriver
+	var consoleMax int64 // 0: the VM service's default
+	if d.opts.Config.Console.MaxSize != "" {
+		if consoleMax, err = d.opts.Config.ConsoleMaxBytes(); err != nil {
+			return err
+		}
+	}
 	d.vms, err = vmservice.New(vmservice.Deps{
 		Store: d.store, Images: d.images, Kernels: d.kernels, Network: d.net, DNS: d.dns, Disks: d.disks,
 		SSH: ssh, Ports: ports{d.fwd}, Drivers: drivers, DefaultDriver: def, DefaultDiskStrategy: d.opts.Config.Disk.Strategy,
 		Layout: d.opts.Layout, Domain: d.opts.Config.DNS.Domain, MTU: d.opts.Config.Network.MTU,
-		ReadyTimeout: d.opts.ReadyTimeout, Logger: d.log.With("component", "vms"),
+		ReadyTimeout: d.opts.ReadyTimeout, ConsoleMaxBytes: consoleMax, Logger: d.log.With("component", "vms"),
 	})
 	if err != nil {
 		return err

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/consolelog"
 	"banger/internal/portfwd"
 	"banger/internal/vmservice"
 )
@@ -164,53 +164,34 @@ func (d *Daemon) deleteVM(r *http.Request) (any, error) {
 	return d.namedVM(r.Context(), v), nil
 }
 
-// vmLogs streams the console log; with follow=1 it keeps sending what is
-// appended until the client goes away.
+// vmLogs streams the console log (both halves of the capped log, older first) as
+// the guest wrote it; with follow=1 it keeps sending what is appended until the
+// client goes away. The bytes are raw: the CLI neutralises them for a terminal
+// unless asked for --raw.
 func (d *Daemon) vmLogs(w http.ResponseWriter, r *http.Request) {
 	path, err := d.vms.ConsoleLog(r.Context(), r.PathValue("ref"))
 	if err != nil {
 		d.writeError(w, r, err)
 		return
 	}
-	f, err := os.Open(path)
-	if err != nil && !os.IsNotExist(err) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if r.URL.Query().Get("follow") == "1" {
+		w.WriteHeader(http.StatusOK)
+		flush := func() {}
+		if f, ok := w.(http.Flusher); ok {
+			flush = f.Flush
+		}
+		_ = consolelog.Follow(r.Context(), w, path, 200*time.Millisecond, flush)
+		return
+	}
+	rc, err := consolelog.Open(path)
+	if err != nil {
 		d.writeError(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	defer rc.Close()
 	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	follow := r.URL.Query().Get("follow") == "1"
-	for {
-		if f == nil {
-			if f, err = os.Open(path); err != nil && !follow {
-				return
-			}
-		}
-		if f != nil {
-			if _, err := io.Copy(w, f); err != nil {
-				f.Close()
-				return
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-		}
-		if !follow {
-			if f != nil {
-				f.Close()
-			}
-			return
-		}
-		select {
-		case <-r.Context().Done():
-			if f != nil {
-				f.Close()
-			}
-			return
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	_, _ = io.Copy(w, rc)
 }
 
 // attachVM upgrades the connection and bridges one agent call (exec, cp).

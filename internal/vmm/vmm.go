@@ -37,8 +37,12 @@ type Spec struct {
 	// RunDir is the VM's runtime directory (short: unix socket paths are limited to
 	// 107 bytes); the driver creates its sockets there.
 	RunDir string
-	// ConsoleLog receives the guest's serial console.
+	// ConsoleLog receives the guest's serial console, capped (see consolelog):
+	// ConsoleLog holds the newest bytes, ConsoleLog.1 the ones before.
 	ConsoleLog string
+	// ConsoleMaxBytes caps the console log (config console.max_size); 0 is
+	// consolelog.DefaultMax.
+	ConsoleMaxBytes int64
 }
 
 // Disk is the root block device.

@@ -110,6 +110,9 @@ type Deps struct {
 	MTU                 int
 	// ReadyTimeout bounds kernel start to agent ready (TCG boots are slow).
 	ReadyTimeout time.Duration
+	// ConsoleMaxBytes caps each VM's console log (console.max_size); 0 is
+	// consolelog.DefaultMax.
+	ConsoleMaxBytes int64
 	// Logger is required.
 	Logger *slog.Logger
 	// Now is the clock (tests); nil is time.Now.

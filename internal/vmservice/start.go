@@ -2,6 +2,7 @@ package vmservice
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,9 +16,11 @@ import (
 
 	"banger/internal/agent/client"
 	"banger/internal/agent/proto"
+	"banger/internal/consolelog"
 	"banger/internal/disk"
 	"banger/internal/hostnetwork"
 	"banger/internal/store"
+	"banger/internal/termsafe"
 	"banger/internal/vmm"
 )
 
@@ -107,7 +110,7 @@ func (s *Service) start(ctx context.Context, vm store.VM) (err error) {
 	if err := os.MkdirAll(dirOf(s.consoleLog(vm.ID)), 0o750); err != nil {
 		return err
 	}
-	_ = os.Remove(s.consoleLog(vm.ID)) // each boot gets a fresh console log
+	_ = consolelog.Remove(s.consoleLog(vm.ID)) // each boot gets a fresh console log
 	t.HostSetup = time.Since(t0)
 
 	// VMM launch.
@@ -117,7 +120,7 @@ func (s *Service) start(ctx context.Context, vm store.VM) (err error) {
 		Kernel: kern.Path, Initrd: kern.InitrdPath, Cmdline: s.cmdline(vm, ip, dsk),
 		Root: vmm.Disk{Path: dsk.Path, Format: string(dsk.Format)},
 		Tap:  tap, MAC: macFor(vm.ID), VsockCID: s.cid(ip),
-		RunDir: s.runDir(vm.ID), ConsoleLog: s.consoleLog(vm.ID),
+		RunDir: s.runDir(vm.ID), ConsoleLog: s.consoleLog(vm.ID), ConsoleMaxBytes: s.d.ConsoleMaxBytes,
 	}
 	h, err := drv.Start(ctx, spec)
 	if err != nil {
@@ -358,20 +361,25 @@ func waitTCP(ctx context.Context, addr netip.AddrPort) error {
 	}
 }
 
-// consoleTail returns the console's last lines, formatted to end an error.
+// consoleTail returns the console's last lines, formatted to end an error. The
+// console is the guest's text, so it is neutralised (termsafe) before it goes
+// into an error that a terminal will show. It first waits briefly for the
+// console logger: after the VMM exits, the logger may still be writing the
+// panic that explains why.
 func (s *Service) consoleTail(id string) string {
-	f, err := os.Open(s.consoleLog(id))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > 64<<10 {
-		_, _ = f.Seek(st.Size()-64<<10, 0)
+	path := s.consoleLog(id)
+	consolelog.Settle(path, 2*time.Second)
+	b, err := consolelog.Tail(path, 64<<10)
+	if err != nil || b == nil {
+		if _, serr := os.Stat(path); serr != nil {
+			return ""
+		}
 	}
 	var lines []string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
 	for sc.Scan() {
-		lines = append(lines, strings.TrimRight(sc.Text(), "\r"))
+		lines = append(lines, termsafe.String(strings.TrimRight(sc.Text(), "\r")))
 		if len(lines) > 20 {
 			lines = lines[1:]
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"banger/internal/agent/proto"
+	"banger/internal/consolelog"
 	"banger/internal/disk"
 	"banger/internal/hostnetwork"
 	"banger/internal/store"
@@ -178,7 +179,7 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) (VM, error
 	if err := s.d.SSH.DeleteHostKey(vm.ID); err != nil {
 		s.log.Warn("host key", "vm", vm.Name, "err", err)
 	}
-	_ = os.Remove(s.consoleLog(vm.ID))
+	_ = consolelog.Remove(s.consoleLog(vm.ID))
 	if err := s.d.Store.DeleteVM(ctx, vm.ID); err != nil {
 		return VM{}, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"banger/internal/agent/client"
 	"banger/internal/agent/proto"
+	"banger/internal/consolelog"
 	"banger/internal/vmm"
 	"banger/internal/vmm/process"
 )
@@ -219,7 +220,15 @@ func (d *Driver) startDirect(ctx context.Context, spec vmm.Spec, args string) (v
 	}
 	d.log.Info("starting firecracker", "vm", spec.ID, "boot_args", args)
 	d.log.Debug("firecracker command", "vm", spec.ID, "cmd", cmd.String())
-	child, err := process.Launch(process.LaunchSpec{Path: cmd.Path, Args: cmd.Args, Env: d.o.Env, LogPath: spec.ConsoleLog})
+	// Firecracker's stdout is the guest's serial console: it goes into the pipe
+	// of a consolelog logger, which keeps the log under its cap (and outlives
+	// bangerd as Firecracker does), never into a file Firecracker appends to.
+	console, err := consolelog.Start(spec.ConsoleLog, spec.ConsoleMaxBytes)
+	if err != nil {
+		return vmm.Handle{}, fmt.Errorf("firecracker: %w", err)
+	}
+	child, err := process.Launch(process.LaunchSpec{Path: cmd.Path, Args: cmd.Args, Env: d.o.Env, Output: console})
+	console.Close() // Firecracker has its own copy; the logger ends with it
 	if err != nil {
 		return vmm.Handle{}, fmt.Errorf("firecracker: %w", err)
 	}

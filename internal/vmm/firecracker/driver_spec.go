@@ -8,9 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/consolelog"
+	"banger/internal/termsafe"
 	"banger/internal/vmm"
 )
 
@@ -189,8 +192,11 @@ func logTails(logPath, console string) string {
 	if s := tail(logPath, 8); s != "" {
 		out += "; firecracker's log:\n" + s
 	}
+	// The console is the guest's text: neutralised before it reaches an error
+	// message and so a terminal, once the logger has written what it holds.
+	consolelog.Settle(console, time.Second)
 	if s := tail(console, 8); s != "" {
-		out += "\nconsole:\n" + s
+		out += "\nconsole:\n" + termsafe.String(s)
 	}
 	return out
 }

@@ -27,6 +27,10 @@ type LaunchSpec struct {
 	// never a pipe to us: a pipe would end, or block the VMM, when bangerd goes
 	// away. "" sends both to /dev/null.
 	LogPath string
+	// Output, when set, receives stdout and stderr instead of LogPath: the write
+	// end of a pipe to a process that outlives bangerd as the child does (a
+	// console logger). The caller keeps its copy and should close it after Launch.
+	Output *os.File
 	// ExtraFiles are inherited as fds 3, 4, ... (listening sockets, taps). The
 	// caller keeps ownership of its copies and should close them after Launch.
 	ExtraFiles []*os.File
@@ -54,12 +58,16 @@ func Launch(s LaunchSpec) (*Child, error) {
 		}
 		path = p
 	}
-	out, err := openLog(s.LogPath)
-	if err != nil {
-		return nil, err
+	out := s.Output
+	if out == nil {
+		f, err := openLog(s.LogPath)
+		if err != nil {
+			return nil, err
+		}
+		// Our copy is closed once the child has its own.
+		defer f.Close()
+		out = f
 	}
-	// Our copy is closed once the child has its own.
-	defer out.Close()
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        append([]string{s.Path}, s.Args...),

@@ -25,8 +25,9 @@ const (
 
 // Fixed descriptors of the pre-opened listening sockets in QEMU (ExtraFiles).
 const (
-	qmpFD   = 3
-	agentFD = 4
+	qmpFD     = 3
+	agentFD   = 4
+	consoleFD = 5 // the write end of the console logger's pipe
 )
 
 // launch is one QEMU invocation, everything decided.
@@ -83,7 +84,9 @@ func (l launch) args() []string {
 	a = append(a,
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", qmpFD),
 		"-mon", "chardev=qmp,mode=control",
-		"-chardev", "file,id=console,path="+optValue(s.ConsoleLog),
+		// The serial console goes into the logger's pipe (consolelog), which
+		// keeps the log under its cap; never to a file QEMU appends to.
+		"-chardev", fmt.Sprintf("file,id=console,path=/dev/fd/%d", consoleFD),
 		"-serial", "chardev:console",
 	)
 

@@ -79,7 +79,7 @@ func TestArgs(t *testing.T) {
 				"-name":    {"guest=dev"},
 				"-drive":   {"id=root,if=none,file=/d/root,,1.qcow2,format=qcow2,discard=unmap,cache=none,aio=native"},
 				"-netdev":  {"tap,id=net0,ifname=tap-pool-3,script=no,downscript=no"},
-				"-chardev": {"socket,id=qmp,fd=3,server=on,wait=off", "file,id=console,path=/var/log/b/abc.log", "socket,id=agent,fd=4,server=on,wait=off"},
+				"-chardev": {"socket,id=qmp,fd=3,server=on,wait=off", "file,id=console,path=/dev/fd/5", "socket,id=agent,fd=4,server=on,wait=off"},
 				"-device": {"virtio-blk-device,drive=root", "virtio-net-device,netdev=net0,mac=02:00:00:00:00:07",
 					"virtio-serial-device,id=vser0", "virtserialport,bus=vser0.0,chardev=agent,name=banger.agent"},
 				"-serial": {"chardev:console"},

@@ -12,7 +12,9 @@
 //	agent channel  a virtio-serial port named banger.agent, backed by the unix
 //	               socket RunDir/agent.sock (Handle.AgentSocket)
 //	control        QMP on the unix socket RunDir/qmp.sock (Handle.APISocket)
-//	console        the first serial port (ttyS0), written to Spec.ConsoleLog
+//	console        the first serial port (ttyS0), written into a pipe whose
+//	               reader, a consolelog logger process started beside QEMU and
+//	               detached like it, keeps Spec.ConsoleLog under its cap
 //
 // The driver creates both sockets itself and hands them to QEMU as listening
 // descriptors, so they exist, with the driver's owner and mode 0600, before
@@ -38,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"banger/internal/consolelog"
 	"banger/internal/vmm"
 	"banger/internal/vmm/process"
 )
@@ -193,6 +196,13 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Handle, error) {
 		_ = vmm.RemoveSockets(h.APISocket)
 		return vmm.Handle{}, fmt.Errorf("qemu: %w", err)
 	}
+	console, err := consolelog.Start(spec.ConsoleLog, spec.ConsoleMaxBytes)
+	if err != nil {
+		qmpL.Close()
+		agentL.Close()
+		_ = vmm.RemoveSockets(h.APISocket, h.AgentSocket)
+		return vmm.Handle{}, fmt.Errorf("qemu: %w", err)
+	}
 	args := l.args()
 	d.log.Info("starting qemu", "vm", spec.ID, "accel", accel.Accel, "machine", d.o.Machine, "cmdline", l.cmdline)
 	d.log.Debug("qemu arguments", "vm", spec.ID, "args", args)
@@ -200,12 +210,14 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Handle, error) {
 		Path:       d.o.Binary,
 		Args:       args,
 		LogPath:    logPath,
-		ExtraFiles: []*os.File{qmpL, agentL}, // qmpFD, agentFD
+		ExtraFiles: []*os.File{qmpL, agentL, console}, // qmpFD, agentFD, consoleFD
 	})
 	// QEMU has its own copies now. Ours must go: if QEMU dies, the listening
-	// sockets then close with it and a connection attempt fails at once.
+	// sockets then close with it and a connection attempt fails at once, and
+	// the console logger sees the end of its pipe and exits.
 	qmpL.Close()
 	agentL.Close()
+	console.Close()
 	if err != nil {
 		_ = vmm.RemoveSockets(h.APISocket, h.AgentSocket)
 		return vmm.Handle{}, fmt.Errorf("qemu: %w", err)

@@ -22,6 +22,7 @@ import (
 
 	"banger/internal/agent/client"
 	"banger/internal/agent/proto"
+	"banger/internal/consolelog"
 	"banger/internal/vmm"
 	"banger/internal/vmm/process"
 )
@@ -240,6 +241,8 @@ func (s *suite) assertGraceful(t *testing.T, console string) {
 
 // consoleShowsShutdown reports whether the console holds a shutdown marker.
 func (s *suite) consoleShowsShutdown(console string) bool {
+	// The VMM has exited; its console logger may still be writing the end.
+	consolelog.Settle(console, 5*time.Second)
 	b, err := os.ReadFile(console)
 	if err != nil {
 		return false
