@@ -367,6 +367,13 @@ const (
 	victimTap    = "tapvictim"  // a tap of another user, with a non-banger name
 )
 
+// Interfaces in the helper's namespace named like banger's taps that are not.
+const (
+	foreignPoolTap    = "tap-pool-7"   // a tap of the other user, on no bridge
+	ownerOffBridgeTap = "tap-vm-dead1" // the owner's tap, on the victim bridge
+	vethPoolName      = "tap-pool-8"   // not a tap at all
+)
+
 var victimBridgeAddr = "10.77.0.1/24"
 
 func (e *attackEnv) makeVictimNet(t *testing.T) {
@@ -377,6 +384,12 @@ func (e *attackEnv) makeVictimNet(t *testing.T) {
 	e.nsRun(t, "ip", "link", "add", victimVeth, "type", "veth", "peer", "name", victimVeth+"p")
 	e.nsRun(t, "ip", "tuntap", "add", "dev", victimTap, "mode", "tap", "user", strconv.Itoa(e.otherUID))
 	e.nsRun(t, "ip", "link", "set", victimTap, "master", victimBridge)
+	// Interfaces with banger's tap names that are not banger's: another user's tap
+	// off banger's bridge, a tap of the owner's on the victim bridge, a veth.
+	e.nsRun(t, "ip", "tuntap", "add", "dev", foreignPoolTap, "mode", "tap", "user", strconv.Itoa(e.otherUID))
+	e.nsRun(t, "ip", "tuntap", "add", "dev", ownerOffBridgeTap, "mode", "tap", "user", strconv.Itoa(e.ownerUID))
+	e.nsRun(t, "ip", "link", "set", ownerOffBridgeTap, "master", victimBridge)
+	e.nsRun(t, "ip", "link", "add", vethPoolName, "type", "veth", "peer", "name", "vethpoolp")
 	// Someone else's rules, which banger must leave alone.
 	e.nsRun(t, "nft", "add", "table", "inet", "victim")
 	e.nsRun(t, "nft", "add", "chain", "inet", "victim", "input", "{ type filter hook input priority 0; policy accept; }")

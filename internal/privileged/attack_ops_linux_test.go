@@ -555,8 +555,11 @@ func TestAttackPaths(t *testing.T) {
 				var resp privileged.LoopAttachResponse
 				if err := json.Unmarshal(r.Body, &resp); err != nil {
 					t.Errorf("LoopAttach answer %s: %v", r, err)
-				} else if d := e.call(t, privileged.OpLoopDetach, privileged.LoopDetachRequest{Device: resp.Device}); d.Status != http.StatusOK {
-					t.Errorf("detach %s, bound over the owner's file during the race: %s", resp.Device, d)
+				} else {
+					dev := resp.Device
+					if d := e.call(t, privileged.OpLoopDetach, privileged.LoopDetachRequest{Device: dev}); d.Status != http.StatusOK {
+						t.Errorf("detach %s, bound over the owner's file during the race: %s", dev, d)
+					}
 				}
 			}
 			return r
@@ -834,6 +837,14 @@ func TestAttackOps(t *testing.T) {
 	e.attack(t, "DeleteTap of interfaces that are not taps", nil, func(t *testing.T) {
 		for _, n := range []string{victimVeth, victimBridge, victimTap, "lo", atkBridge, "tap-pool-0;ip link del lo", "tap-pool-", "tap-pool-01", "tap-vm-", "tap-vm-XYZ", "tap-pool-1234567", "../tap-pool-0", ""} {
 			refused(t, "DeleteTap "+strconv.Quote(n), e.call(t, privileged.OpDeleteTap, privileged.DeleteTapRequest{Name: n}), privileged.CodeInvalid)
+		}
+	})
+
+	e.attack(t, "tap ops on tap-named interfaces that are not banger's", nil, func(t *testing.T) {
+		for _, n := range []string{foreignPoolTap, ownerOffBridgeTap, vethPoolName} {
+			refused(t, "DeleteTap "+n, e.call(t, privileged.OpDeleteTap, privileged.DeleteTapRequest{Name: n}))
+			refused(t, "CreateTap over "+n, e.call(t, privileged.OpCreateTap, privileged.CreateTapRequest{Name: n, Bridge: atkBridge}))
+			refused(t, "EnsureNAT on "+n, e.call(t, privileged.OpEnsureNAT, privileged.EnsureNATRequest{GuestIP: netip.MustParseAddr("10.213.9.6"), MAC: "02:42:0a:d5:09:06", Tap: n, Enable: true}))
 		}
 	})
 
