@@ -14,6 +14,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/layout"
+	"banger/internal/termsafe"
 )
 
 // Env is what every command may use; built once in Execute and passed down.
@@ -59,7 +60,9 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		if !isSilent(err) {
-			fmt.Fprintln(stderr, "banger:", err)
+			// An error can carry a guest's text (its console's last lines, its
+			// agent's words): never raw to the terminal.
+			fmt.Fprintln(stderr, "banger:", termsafe.String(err.Error()))
 		}
 		return exitCode(err)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -70,5 +71,43 @@ func TestAttackVMLogsEscapes(t *testing.T) {
 	}
 	if raw := runCLI(t, "--root", root, "vm", "logs", "--raw", "dev"); raw != evilConsole {
 		t.Errorf("vm logs --raw:\n got %q\nwant the bytes as written %q", raw, evilConsole)
+	}
+}
+
+// TestAttackErrorEscapes: an error from bangerd can carry a guest's text (a start
+// error ends with its console); the CLI prints it neutralised.
+func TestAttackErrorEscapes(t *testing.T) {
+	root := t.TempDir()
+	l, err := layout.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(l.RunDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", l.DaemonSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		_ = json.NewEncoder(w).Encode(api.Error{Code: "internal", Message: "vm \"dev\": start failed\nlast console lines:\n  \x1b]52;c;ZXZpbA==\x07\x1b[2J\u009b0m"})
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+
+	var out, errOut bytes.Buffer
+	if code := Execute(context.Background(), []string{"--root", root, "vm", "logs", "dev"}, &out, &errOut); code == 0 {
+		t.Fatal("vm logs succeeded against a failing daemon")
+	}
+	got := errOut.String()
+	for _, bad := range []string{"\x1b", "\x07", "\u009b"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("the error printed %q raw: %q", bad, got)
+		}
+	}
+	if !strings.Contains(got, "^[]52;c;ZXZpbA==^G^[[2JM-^[0m") {
+		t.Errorf("the error lost the guest's text: %q", got)
 	}
 }
