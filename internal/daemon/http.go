@@ -100,7 +100,7 @@ func (d *Daemon) apiError(r *http.Request, err error) *api.Error {
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, image.ErrNotFound):
 		code = api.CodeNotFound
-	case errors.Is(err, vmservice.ErrInvalid):
+	case errors.Is(err, vmservice.ErrInvalid), errors.Is(err, store.ErrAmbiguous):
 		code = api.CodeInvalid
 	case errors.Is(err, vmservice.ErrConflict), errors.Is(err, vmservice.ErrNotRunning):
 		code = api.CodeConflict

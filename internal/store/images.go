@@ -181,7 +181,9 @@ func tagTx(ctx context.Context, tx *sql.Tx, tag, id string) error {
 	return nil
 }
 
-// resolveImageTx turns a digest or tag into a digest that exists.
+// resolveImageTx turns a digest, a tag or a unique digest prefix (at least
+// MinIDPrefix hex digits, with or without "sha256:") into a digest that exists. A
+// tag wins over a prefix.
 func resolveImageTx(ctx context.Context, tx *sql.Tx, ref string) (string, error) {
 	q := `SELECT image_id FROM image_tags WHERE name = ?`
 	if IsDigest(ref) {
@@ -190,6 +192,13 @@ func resolveImageTx(ctx context.Context, tx *sql.Tx, ref string) (string, error)
 	var id string
 	err := tx.QueryRowContext(ctx, q, ref).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
+		pid, perr := byIDPrefix(ctx, tx, "images", "image", ref)
+		if perr != nil {
+			return "", perr
+		}
+		if pid != "" {
+			return pid, nil
+		}
 		return "", &NotFoundError{Kind: "image", Ref: ref, Hint: "banger image ls lists them"}
 	}
 	if err != nil {

@@ -65,13 +65,20 @@ func (s *Store) PutKernel(ctx context.Context, k Kernel) error {
 
 const kernelColumns = `id, name, path, initrd_path, created_at, version, meta`
 
-// GetKernel finds a kernel by id or, failing that, by name.
+// GetKernel finds a kernel by id, by name, or by a unique id prefix (see GetVM).
 func (s *Store) GetKernel(ctx context.Context, idOrName string) (Kernel, error) {
 	// An id match sorts first, so it wins over another record's name.
 	row := s.db.QueryRowContext(ctx, `SELECT `+kernelColumns+` FROM kernels WHERE id = ?1 OR name = ?1
 		ORDER BY id = ?1 DESC LIMIT 1`, idOrName)
 	k, err := scanKernel(row)
 	if errors.Is(err, sql.ErrNoRows) {
+		id, perr := byIDPrefix(ctx, s.db, "kernels", "kernel", idOrName)
+		if perr != nil {
+			return Kernel{}, perr
+		}
+		if id != "" {
+			return s.GetKernel(ctx, id)
+		}
 		return Kernel{}, &NotFoundError{Kind: "kernel", Ref: idOrName, Hint: "banger kernel ls lists them"}
 	}
 	if err != nil {

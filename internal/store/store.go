@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -28,6 +29,66 @@ func (e *NotFoundError) Error() string {
 	return fmt.Sprintf("no %s named %q (%s)", e.Kind, e.Ref, e.Hint)
 }
 
+// AmbiguousError is an ID prefix that matches several records; it names them so the
+// user can type a longer one. It is ErrAmbiguous for errors.Is.
+type AmbiguousError struct {
+	Kind    string   // "VM", "image", "kernel"
+	Prefix  string   // what the user typed
+	Matches []string // the IDs it matches, sorted
+}
+
+func (e *AmbiguousError) Error() string {
+	return fmt.Sprintf("%s ID prefix %q is ambiguous: it matches %s; type more of the ID", e.Kind, e.Prefix, strings.Join(e.Matches, ", "))
+}
+
+// Is makes errors.Is(err, ErrAmbiguous) hold.
+func (e *AmbiguousError) Is(target error) bool { return target == ErrAmbiguous }
+
+// MinIDPrefix is the shortest ID prefix accepted in place of a whole ID: shorter ones
+// match too much to be meant.
+const MinIDPrefix = 4
+
+// hexPrefixRe is what may be an ID prefix (images: after "sha256:").
+var hexPrefixRe = regexp.MustCompile(`^[0-9a-f]+$`)
+
+// byIDPrefix finds the one id in table (column id) that starts with prefix, when
+// prefix is at least MinIDPrefix lowercase hex digits, after an optional "sha256:". It returns "" with no error when prefix cannot be one or matches
+// nothing, and an AmbiguousError when it matches several.
+func byIDPrefix(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, table, kind, prefix string) (string, error) {
+	// Image and kernel IDs are digests ("sha256:<hex>"), which users shorten to
+	// their hex; VM IDs are bare hex.
+	hex := strings.TrimPrefix(prefix, "sha256:")
+	if len(hex) < MinIDPrefix || !hexPrefixRe.MatchString(hex) {
+		return "", nil
+	}
+	// Hex digits hold no LIKE wildcards; the table name is one of ours.
+	rows, err := q.QueryContext(ctx, `SELECT id FROM `+table+` WHERE id LIKE ? || '%' OR id LIKE 'sha256:' || ? || '%' ORDER BY id LIMIT 6`, hex, hex)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return "", err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	switch len(ids) {
+	case 0:
+		return "", nil
+	case 1:
+		return ids[0], nil
+	}
+	return "", &AmbiguousError{Kind: kind, Prefix: prefix, Matches: ids}
+}
+
 // Is makes errors.Is(err, ErrNotFound) hold.
 func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
@@ -37,6 +98,8 @@ func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 var (
 	// ErrNotFound: no VM, handle, lease, image, tag or kernel by that id or name.
 	ErrNotFound = errors.New("store: not found")
+	// ErrAmbiguous: an ID prefix matches more than one record.
+	ErrAmbiguous = errors.New("store: ambiguous ID prefix")
 	// ErrExists: the name, id, tap or vsock CID is already taken by another record.
 	ErrExists = errors.New("store: already exists")
 	// ErrInUse: an image or kernel cannot be deleted while VMs refer to it.

@@ -158,14 +158,22 @@ func (s *Store) createVMTx(ctx context.Context, tx *sql.Tx, vm VM) error {
 
 const vmColumns = `id, name, image_id, kernel_id, state, cpus, memory_mib, disk_bytes, driver, spec, created_at, updated_at, disk`
 
-// GetVM finds a VM by id or, failing that, by name (case-insensitively).
-// An id match wins, so a VM named like another VM's id is reachable only by id.
+// GetVM finds a VM by id, by name, or by a unique prefix of its id (at least
+// MinIDPrefix hex digits), in that order. An id match wins, so a VM named like another
+// VM's id is reachable only by id; a name wins over an id prefix.
 func (s *Store) GetVM(ctx context.Context, idOrName string) (VM, error) {
 	// An id match sorts first, so it wins over another record's name.
 	row := s.db.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?1 OR name = ?1
 		ORDER BY id = ?1 DESC LIMIT 1`, idOrName)
 	vm, err := scanVM(row)
 	if errors.Is(err, sql.ErrNoRows) {
+		id, perr := byIDPrefix(ctx, s.db, "vms", "VM", idOrName)
+		if perr != nil {
+			return VM{}, perr
+		}
+		if id != "" {
+			return s.GetVM(ctx, id)
+		}
 		return VM{}, &NotFoundError{Kind: "VM", Ref: idOrName, Hint: "banger vm ls lists them"}
 	}
 	if err != nil {
