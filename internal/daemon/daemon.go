@@ -139,6 +139,7 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if d.net, err = hostnetwork.New(hostnetwork.Deps{
 		Helper: o.Helper, DNS: d.dns, Network: o.Config.Network, Domain: o.Config.DNS.Domain,
 		DNSListen: listen, ResolveHint: vmdns.ResolveHint, Logger: log.With("component", "hostnetwork"),
+		Root: o.Layout.Root,
 	}); err != nil {
 		return nil, err
 	}
@@ -178,15 +179,14 @@ func Open(ctx context.Context, o Options) (_ *Daemon, err error) {
 func openImages(o Options, st *store.Store, log *slog.Logger) (*imageservice.Service, error) {
 	builder, berr := image.New(image.Config{Logger: log.With("component", "image")})
 	var agent imageservice.Agent
+	var agentErr error
 	if o.AgentPath != "" {
-		a, err := imageservice.AgentFromFile(o.AgentPath)
-		if err != nil {
-			log.Warn("guest agent unusable; image pulls will fail until it is installed", "err", err)
-		} else {
-			agent = a
+		agent, agentErr = imageservice.AgentFromFile(o.AgentPath)
+		if agentErr != nil {
+			log.Warn("guest agent unusable; image pulls will fail until it is installed", "err", agentErr)
 		}
 	}
-	deps := imageservice.Deps{Store: st, ImagesDir: o.Layout.ImagesDir(), Agent: agent, Logger: log.With("component", "images")}
+	deps := imageservice.Deps{Store: st, ImagesDir: o.Layout.ImagesDir(), Agent: agent, AgentErr: agentErr, Logger: log.With("component", "images")}
 	if berr == nil {
 		deps.Builder = builder
 	} else {

@@ -7,6 +7,7 @@ package imageservice
 import (
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -53,18 +54,47 @@ type Agent struct {
 }
 
 // AgentFromFile describes the agent binary at path, its version being a digest of
-// its content (so any rebuild counts as new).
+// its content (so any rebuild counts as new). A dynamically linked agent is refused:
+// it runs as the guest's init before any loader or library of the image can be
+// relied on, and fails there with a bare "no such file or directory".
 func AgentFromFile(path string) (Agent, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Agent{}, fmt.Errorf("guest agent: %w", err)
 	}
 	defer f.Close()
+	if err := checkStatic(f, path); err != nil {
+		return Agent{}, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return Agent{}, fmt.Errorf("guest agent %s: %w", path, err)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return Agent{}, fmt.Errorf("guest agent %s: %w", path, err)
 	}
 	return Agent{Path: path, Version: "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]}, nil
+}
+
+// checkStatic refuses an ELF file that names a program interpreter (PT_INTERP), the
+// mark of a dynamically linked executable. Anything that is not ELF is left to the
+// guest to reject.
+func checkStatic(r io.ReaderAt, path string) error {
+	ef, err := elf.NewFile(r)
+	if err != nil {
+		return nil
+	}
+	defer ef.Close()
+	for _, p := range ef.Progs {
+		if p.Type != elf.PT_INTERP {
+			continue
+		}
+		interp := make([]byte, min(p.Filesz, 4096))
+		n, _ := p.ReadAt(interp, 0)
+		return fmt.Errorf("guest agent %s is dynamically linked (interpreter %s), but it runs in guests that may not have that loader: rebuild it static with scripts/build.sh (or CGO_ENABLED=0 go build -o %s ./cmd/banger-agent)",
+			path, strings.TrimRight(string(interp[:n]), "\x00"), path)
+	}
+	return nil
 }
 
 // Deps are the service's explicit dependencies.
@@ -74,6 +104,9 @@ type Deps struct {
 	BuilderErr error
 	ImagesDir  string
 	Agent      Agent
+	// AgentErr says why Agent is empty when the agent exists but is unusable; it is
+	// the answer to every request that needs one.
+	AgentErr error
 	Logger     *slog.Logger
 }
 
@@ -105,6 +138,9 @@ func (s *Service) builder() (Builder, error) {
 		return nil, fmt.Errorf("images cannot be built here: %w", s.deps.BuilderErr)
 	}
 	if s.deps.Agent.Path == "" {
+		if s.deps.AgentErr != nil {
+			return nil, fmt.Errorf("%w: %w; then restart bangerd", ErrNoAgent, s.deps.AgentErr)
+		}
 		return nil, fmt.Errorf("%w: install it beside bangerd (scripts/build.sh puts it in bin/), then restart bangerd", ErrNoAgent)
 	}
 	return s.deps.Builder, nil
