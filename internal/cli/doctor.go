@@ -14,6 +14,7 @@ import (
 	"banger/internal/blockdev"
 	"banger/internal/config"
 	"banger/internal/disk"
+	"banger/internal/imageservice"
 	"banger/internal/kernel"
 	"banger/internal/vmm/qemu"
 )
@@ -89,6 +90,17 @@ func doctorChecks(ctx context.Context, env *Env) []check {
 		add("default kernel", err, "")
 	} else {
 		add("default kernel", nil, hk.Path+" with modules in "+filepath.Join(hk.ModulesDir, hk.Release))
+	}
+
+	// The agent bangerd puts in images sits beside the binaries; a dynamically linked
+	// one would fail in every guest.
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "banger-agent")
+		if _, err := imageservice.AgentFromFile(p); err != nil {
+			add("guest agent", err, "")
+		} else {
+			add("guest agent", nil, p+" (static)")
+		}
 	}
 
 	// Probe the strategies where banger keeps its disks (reflink depends on that
