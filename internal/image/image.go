@@ -109,9 +109,11 @@ type Resolved struct {
 	Source string `json:"source"` // the source, as parsed: a canonical reference or a path
 	// Name is a canonical name to tag the image with: the full registry
 	// reference, or the tag picked in a layout or archive; empty otherwise.
-	Name           string `json:"name,omitempty"`
-	ManifestDigest string `json:"manifest_digest,omitempty"` // registry and layout images
-	Platform       string `json:"platform,omitempty"`        // OCI images reached through an index
+	Name string `json:"name,omitempty"`
+	// Names are more names the source gives the image (a docker archive's RepoTags).
+	Names          []string `json:"names,omitempty"`
+	ManifestDigest string   `json:"manifest_digest,omitempty"` // registry and layout images
+	Platform       string   `json:"platform,omitempty"`        // OCI images reached through an index
 }
 
 // Result describes a converted image. Path is the ext4 file, SizeBytes its

@@ -32,6 +32,7 @@ func resolvedFromOCI(r oci.Resolved) Resolved {
 		Kind:           Kind(r.Source.Kind),
 		Source:         r.Source.String(),
 		Name:           r.Name,
+		Names:          r.Names,
 		ManifestDigest: r.ManifestDigest,
 		Platform:       r.Platform,
 	}

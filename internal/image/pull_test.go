@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -297,6 +298,14 @@ func TestPullFromLayoutAndArchive(t *testing.T) {
 			}
 			if res.ID != want || res.Kind != tc.kind {
 				t.Errorf("got id %s kind %s, want %s %s (the same image from any source has the same id)", res.ID, res.Kind, want, tc.kind)
+			}
+			// A docker archive's RepoTags name the image, unless a tag was picked
+			// (then that tag is the name).
+			if tc.kind == image.KindArchive {
+				names := append([]string{res.Name}, res.Names...)
+				if !slices.Contains(names, "example.com/rich:v1") {
+					t.Errorf("archive image names %q, want its RepoTag example.com/rich:v1", names)
+				}
 			}
 			checkRichImage(t, b, dst)
 		})

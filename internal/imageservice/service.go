@@ -211,7 +211,7 @@ func (s *Service) materialise(ctx context.Context, r image.Resolved, name string
 	build func(dst string, opts image.Options) (image.Result, error)) (Result, error) {
 	unlock := s.lock(r.ID)
 	defer unlock()
-	tags := tagsFor(r.Name, name)
+	tags := tagsFor(append(append([]string{r.Name}, r.Names...), name)...)
 
 	if img, err := s.deps.Store.GetImage(ctx, r.ID); err == nil {
 		img.Tags = tags

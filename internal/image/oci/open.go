@@ -91,6 +91,9 @@ type Resolved struct {
 	// (index.docker.io/library/alpine:3.20), or the tag picked from a
 	// layout or archive (empty if none).
 	Name string
+	// Names are further names the source gives the image: a `docker save`
+	// archive's RepoTags when no tag was picked.
+	Names []string
 }
 
 // Open resolves src to one image for the platform. It reads manifests (and,
@@ -109,8 +112,12 @@ func Open(ctx context.Context, src Source, opts Options) (v1.Image, Resolved, er
 		img, res.Platform, err = openLayout(src, opts)
 		res.Name = src.Tag
 	case KindArchive:
-		img, err = openArchive(src)
+		var repoTags []string
+		img, repoTags, err = openArchive(src)
 		res.Name = src.Tag
+		if src.Tag == "" {
+			res.Names = repoTags
+		}
 	default:
 		err = fmt.Errorf("unknown image source kind %q", src.Kind)
 	}
@@ -177,33 +184,39 @@ func openLayout(src Source, opts Options) (v1.Image, string, error) {
 	return fromIndex(idx, src.Tag, opts.platform(), what)
 }
 
-func openArchive(src Source) (v1.Image, error) {
+// openArchive opens the image of a `docker save` archive: the one tagged src.Tag, or
+// the only one, whose RepoTags it also returns (docker's names for it).
+func openArchive(src Source) (v1.Image, []string, error) {
 	what := fmt.Sprintf("docker archive %s", src.Path)
 	var tag *name.Tag
 	if src.Tag != "" {
 		t, err := name.NewTag(src.Tag)
 		if err != nil {
-			return nil, fmt.Errorf("%s: tag %q: %v: %w", what, src.Tag, err, ErrBadReference)
+			return nil, nil, fmt.Errorf("%s: tag %q: %v: %w", what, src.Tag, err, ErrBadReference)
 		}
 		tag = &t
 	}
 	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(src.Path) })
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a `docker save` archive (%v): %w", what, err, ErrNotImage)
+		return nil, nil, fmt.Errorf("%s: not a `docker save` archive (%v): %w", what, err, ErrNotImage)
 	}
 	if tag == nil && len(m) > 1 {
 		var tags []string
 		for _, d := range m {
 			tags = append(tags, d.RepoTags...)
 		}
-		return nil, fmt.Errorf("%s holds %d images: name one, as docker-archive:%s:TAG (tags: %s): %w",
+		return nil, nil, fmt.Errorf("%s holds %d images: name one, as docker-archive:%s:TAG (tags: %s): %w",
 			what, len(m), src.Path, strings.Join(tags, ", "), ErrNotImage)
 	}
 	img, err := tarball.ImageFromPath(src.Path, tag)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", what, err, ErrNotImage)
+		return nil, nil, fmt.Errorf("%s: %v: %w", what, err, ErrNotImage)
 	}
-	return img, nil
+	var repoTags []string
+	if len(m) == 1 {
+		repoTags = m[0].RepoTags
+	}
+	return img, repoTags, nil
 }
 
 // refNameAnnotation tags an image in an OCI layout's index.json.
