@@ -37,3 +37,6 @@ if [ -n "$leftovers$new_in_tmp" ]; then
   printf 'test.sh: the tests left files behind:\n%s%s\n' "$leftovers" "${new_in_tmp:+$'\n'$new_in_tmp}" >&2
   exit 1
 fi
+
+echo "== fuzz (every target, bounded: FUZZTIME=${FUZZTIME:-8s} each)"
+scripts/fuzz.sh
