@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -30,10 +31,11 @@ import (
 	"banger/internal/blockdev"
 	"banger/internal/buildinfo"
 	"banger/internal/config"
+	"banger/internal/jailrun"
 	"banger/internal/layout"
 	"banger/internal/linuxnet"
 	"banger/internal/privileged"
-	"banger/internal/vmm/firecracker/jailhelper"
+	"banger/internal/trustfs"
 )
 
 func main() {
@@ -74,7 +76,7 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(lay.ConfigPath())
+	cfg, err := loadConfig(lay)
 	if err != nil {
 		return err
 	}
@@ -118,15 +120,18 @@ func run(args []string, stderr io.Writer) error {
 }
 
 // jailRuntime runs the jailer for the jail ops with the helper's own configuration
-// (vmm.jailer, vmm.firecracker, resolved now); nil when vmm.jailer is empty.
+// (vmm.jailer, vmm.firecracker): both binaries are resolved and checked now
+// (jailrun.New); untrusted or missing ones leave the jail ops answering why. Nil
+// when vmm.jailer is empty.
 func jailRuntime(cfg config.Config, lay layout.Layout, uid, gid int, log *slog.Logger) privileged.JailRuntime {
 	if cfg.VMM.Jailer == "" {
 		return nil
 	}
-	r := jailhelper.NewRunner(cfg.VMM.Jailer, cfg.VMM.Firecracker, privileged.JailBase(lay), uid, gid)
-	if r.Missing != "" {
-		log.Warn("jail ops unavailable", "reason", r.Missing)
-	}
+	r := jailrun.New(jailrun.Options{
+		Jailer: cfg.VMM.Jailer, Firecracker: cfg.VMM.Firecracker,
+		ChrootBase: privileged.JailBase(lay), UID: uid, GID: gid,
+	})
+	r.LogStart(log)
 	return r
 }
 
@@ -147,11 +152,19 @@ func resolveOwner(lay layout.Layout, uid, gid int) (int, int, error) {
 		if gid >= 0 {
 			return 0, 0, errors.New("--owner-gid given without --owner-uid: give both, or neither to use ROOT/install.json")
 		}
-		m, err := privileged.ReadInstallMetadata(lay.InstallMetadataPath())
+		m, err := privileged.ReadTrustedInstallMetadata(lay.InstallMetadataPath())
+		if errors.Is(err, trustfs.ErrUntrusted) {
+			return 0, 0, fmt.Errorf("refusing to start: %w", err)
+		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("no owner known: %w", err)
 		}
 		return m.OwnerUID, m.OwnerGID, nil
+	}
+	// The owner comes from the flags, but a present install.json must still be
+	// root's: one the owner can write is a sign the root was given away.
+	if _, err := privileged.ReadTrustedInstallMetadata(lay.InstallMetadataPath()); errors.Is(err, trustfs.ErrUntrusted) {
+		return 0, 0, fmt.Errorf("refusing to start: %w", err)
 	}
 	if gid >= 0 {
 		return uid, gid, nil
@@ -165,6 +178,26 @@ func resolveOwner(lay layout.Layout, uid, gid int) (int, int, error) {
 		return 0, 0, fmt.Errorf("--owner-uid %d: primary group %q is not numeric: pass --owner-gid", uid, u.Gid)
 	}
 	return uid, g, nil
+}
+
+// maxConfig bounds config.toml: a real one is a few hundred bytes.
+const maxConfig = 1 << 20
+
+// loadConfig reads ROOT/config.toml, which decides what root does (the bridge it
+// manages, the jailer it runs), so only a file nobody but root could have written
+// is read (trustfs.OpenRootFile), through the descriptor that was checked. A
+// missing file means the defaults.
+func loadConfig(lay layout.Layout) (config.Config, error) {
+	data, err := trustfs.ReadRootFile(lay.ConfigPath(), maxConfig)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		data = nil
+	case errors.Is(err, trustfs.ErrUntrusted):
+		return config.Config{}, fmt.Errorf("refusing to start: %w", err)
+	case err != nil:
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	}
+	return config.Parse(data, lay.ConfigPath())
 }
 
 // openAuditLog opens ROOT/logs/helper-audit.log for appending. The log directory may

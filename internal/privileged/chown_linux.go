@@ -3,41 +3,50 @@ package privileged
 import (
 	"fmt"
 	"io/fs"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/trustfs"
 )
 
-// chownBeneath hands t (validated by validator.chownToOwner) to uid:gid without
-// trusting the path a second time. The owner can rewrite the tree under the root at
-// any moment, so a path-based chown after a path-based check could be raced into
-// chowning /etc/shadow through a freshly planted symlink. Instead the file is opened
-// with openat2 beneath the root with symlinks forbidden (RESOLVE_BENEATH |
-// RESOLVE_NO_SYMLINKS), its kind, link count and owner are checked on that descriptor,
-// and the chown goes through the same descriptor (fchownat AT_EMPTY_PATH).
-func chownBeneath(v validator, t chownTarget, uid, gid int) error {
-	rootFD, err := unix.Open(t.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+// chownBeneath hands the jail socket rel (validated by validator.chownToOwner,
+// relative to the jail base) to uid:gid without trusting the path a second time: a
+// jail's /run is the owner's, who could swap what is there at any moment. The jail
+// base, root's, is opened through directories only root can change
+// (trustfs.OpenDir); the socket beneath it with openat2, symlinks forbidden
+// (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); its kind, link count and owner are checked
+// on that descriptor (a socket, one link, the owner's), and the chown goes through
+// the same descriptor (fchownat AT_EMPTY_PATH).
+func chownBeneath(jailBase, rel string, uid, gid int) error {
+	base, err := trustfs.OpenDir(jailBase)
 	if err != nil {
-		return fmt.Errorf("open banger root %s: %w", t.Root, err)
+		return fmt.Errorf("jail base: %w", err)
 	}
-	defer unix.Close(rootFD)
-	fd, err := unix.Openat2(rootFD, t.Rel, &unix.OpenHow{
+	defer base.Close()
+	fd, err := unix.Openat2(int(base.Fd()), rel, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		Resolve: resolveNoLinks,
 	})
 	if err != nil {
-		return fmt.Errorf("open %s beneath %s: %w", t.Rel, t.Root, err)
+		return invalidf("path %s: %v (a symlink on the way is refused)", filepath.Join(jailBase, rel), err)
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", t.Rel, err)
+		return fmt.Errorf("stat %s: %w", rel, err)
 	}
-	facts := fileFacts{mode: modeFromStat(st.Mode), nlink: uint64(st.Nlink), uid: int(st.Uid)}
-	if e := v.checkChownFile(t.Rel, facts); e != nil {
-		return e
+	p := filepath.Join(jailBase, rel)
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
+		return invalidf("path %q is a %s: the helper hands over only sockets a jailed firecracker made", p, fileKind(modeFromStat(st.Mode)))
+	case st.Nlink != 1:
+		return invalidf("path %q has %d hard links: the helper hands over only sockets with exactly one", p, st.Nlink)
+	case int(st.Uid) != uid:
+		return invalidf("path %q belongs to uid %d: a jailed firecracker runs as the owner (uid %d), so this socket is not one it made", p, st.Uid, uid)
 	}
 	if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
-		return fmt.Errorf("chown %s to %d:%d: %w", t.Rel, uid, gid, err)
+		return fmt.Errorf("chown %s to %d:%d: %w", p, uid, gid, err)
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"banger/internal/trustfs"
 )
 
 // InstallMetadata is ROOT/install.json, written by `banger system install|run`. The
@@ -33,6 +35,29 @@ func ReadInstallMetadata(path string) (InstallMetadata, error) {
 	if err != nil {
 		return InstallMetadata{}, fmt.Errorf("install metadata: %w", err)
 	}
+	return ParseInstallMetadata(data, path)
+}
+
+// ReadTrustedInstallMetadata is ReadInstallMetadata for root: the file must be
+// root's, writable by root only, a regular file with one link in directories only
+// root can change (trustfs.OpenRootFile), and is read through the descriptor that
+// was checked. The owner it names is who banger-helper serves, so a file the owner
+// could write would let the owner pick whom root obeys. A missing file is an error
+// wrapping fs.ErrNotExist.
+func ReadTrustedInstallMetadata(path string) (InstallMetadata, error) {
+	data, err := trustfs.ReadRootFile(path, maxInstallMetadata)
+	if errors.Is(err, fs.ErrNotExist) {
+		return InstallMetadata{}, fmt.Errorf("no install metadata at %s: run `banger system install` (or `banger system run`), or pass --owner-uid and --owner-gid: %w", path, err)
+	}
+	if err != nil {
+		return InstallMetadata{}, fmt.Errorf("install metadata: %w", err)
+	}
+	return ParseInstallMetadata(data, path)
+}
+
+// ParseInstallMetadata decodes and checks the content of the install metadata file
+// at path (for messages).
+func ParseInstallMetadata(data []byte, path string) (InstallMetadata, error) {
 	if len(data) > maxInstallMetadata {
 		return InstallMetadata{}, fmt.Errorf("install metadata %s is %d bytes, more than it can be: rewrite it with `banger system install`", path, len(data))
 	}

@@ -58,7 +58,8 @@ type jailFixture struct {
 	jail    *recordingJail
 	client  *Client
 	kernel  string // a kernel under the images directory
-	disk    string // a root disk under the disks directory
+	disk    string // the VM's root disk under the disks directory
+	other   string // another VM's root disk
 	outside string // a file outside the root
 }
 
@@ -88,7 +89,12 @@ func newJailFixture(t *testing.T) *jailFixture {
 		return p
 	}
 	f.kernel = write(filepath.Join(lay.ImagesDir(), "vmlinux"))
-	f.disk = write(filepath.Join(lay.DisksDir(), "vm1.ext4"))
+	f.disk = write(filepath.Join(lay.DisksDir(), "a1b2c3", "root.ext4"))
+	f.other = write(filepath.Join(lay.DisksDir(), "other1", "root.ext4"))
+	write(filepath.Join(lay.DisksDir(), "evil1", "root.ext4"))
+	if err := os.MkdirAll(filepath.Join(lay.LogDir, "vms"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	f.outside = write(filepath.Join(t.TempDir(), "secret"))
 	return f
 }
@@ -103,12 +109,17 @@ func (f *jailFixture) valid() JailLaunchRequest {
 		},
 		Cgroups:         []string{"cpu.max=200000 100000"},
 		FirecrackerArgs: []string{"--api-sock", "/run/firecracker.socket", "--log-path", "/firecracker.log", "--level", "Info"},
-		ConsoleLog:      filepath.Join(f.h.lay.LogDir, "a1b2c3.console"),
+		ConsoleLog:      filepath.Join(f.h.lay.LogDir, "vms", "a1b2c3.console.log"),
 	}
 }
 
 func TestJailLaunchValid(t *testing.T) {
 	f := newJailFixture(t)
+	// A log left from an earlier boot, the owner's: appended to, never truncated.
+	console := filepath.Join(f.h.lay.LogDir, "vms", "a1b2c3.console.log")
+	if err := os.WriteFile(console, []byte("earlier boot\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := f.client.JailLaunch(context.Background(), f.valid())
 	if err != nil {
 		t.Fatalf("JailLaunch: %v", err)
@@ -117,15 +128,27 @@ func TestJailLaunchValid(t *testing.T) {
 		t.Errorf("got pid %d, want 4242", resp.PID)
 	}
 	f.jail.mu.Lock()
-	defer f.jail.mu.Unlock()
-	if len(f.jail.specs) != 1 {
-		t.Fatalf("got %d launches, want 1", len(f.jail.specs))
+	specs := append([]JailSpec(nil), f.jail.specs...)
+	f.jail.mu.Unlock()
+	if len(specs) != 1 {
+		t.Fatalf("got %d launches, want 1", len(specs))
 	}
-	s := f.jail.specs[0]
+	s := specs[0]
 	if s.ID != "a1b2c3" || s.LogLevel != "Info" || len(s.Files) != 2 || s.Files[1].Src != f.disk || !s.Files[1].Writable {
 		t.Errorf("got spec %+v, want id a1b2c3, level Info, the disk %s writable", s, f.disk)
 	}
-	fi, err := os.Stat(filepath.Join(f.h.lay.LogDir, "a1b2c3.console"))
+	if b, err := os.ReadFile(console); err != nil || string(b) != "earlier boot\n" {
+		t.Errorf("console log after launch: got %q, %v; want it kept as it was", b, err)
+	}
+
+	// A fresh boot: bangerd removed the log, the helper creates it for the owner.
+	if err := os.Remove(console); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client.JailLaunch(context.Background(), f.valid()); err != nil {
+		t.Fatalf("JailLaunch: %v", err)
+	}
+	fi, err := os.Stat(console)
 	if err != nil {
 		t.Fatalf("console log: %v", err)
 	}
@@ -143,9 +166,24 @@ func TestJailHostile(t *testing.T) {
 	if err := os.Symlink(f.outside, link); err != nil {
 		t.Fatal(err)
 	}
-	consoleLink := filepath.Join(f.h.lay.LogDir, "evil.console")
+	consoleLink := filepath.Join(f.h.lay.LogDir, "vms", "evil1.console.log")
 	if err := os.Symlink(f.outside, consoleLink); err != nil {
 		t.Fatal(err)
+	}
+	linked := filepath.Join(f.h.lay.ImagesDir(), "linked")
+	if err := os.WriteFile(linked+".src", []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(linked+".src", linked); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{f.h.lay.ConfigPath(), f.h.lay.InstallMetadataPath(), f.h.lay.AuditLog()} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("root's"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	launch := func(mut func(*JailLaunchRequest)) func(context.Context) error {
 		return func(ctx context.Context) error {
@@ -201,15 +239,23 @@ func TestJailHostile(t *testing.T) {
 		{"id too long", launch(func(r *JailLaunchRequest) { r.ID = strings.Repeat("a", 65) }), "not a banger VM id"},
 		{"kernel outside the root", file(0, "/etc/passwd"), "not under the banger root"},
 		{"disk outside the root", file(1, f.outside), "not under the banger root"},
-		{"kernel through a symlink out", file(0, link), "leaves the banger root"},
+		{"kernel through a symlink out", file(0, link), "symlink"},
+		{"config.toml", file(0, f.h.lay.ConfigPath()), "not one of the VM's files"},
+		{"install.json as the disk", file(1, f.h.lay.InstallMetadataPath()), "must be the VM's own"},
+		{"the audit log", file(0, f.h.lay.AuditLog()), "not one of the VM's files"},
+		{"another VM's disk", file(1, f.other), "must be the VM's own"},
+		{"another VM's disk read-only", launch(func(r *JailLaunchRequest) { r.Files[1].Src, r.Files[1].Writable = f.other, false }), "not one of the VM's files"},
+		{"a hard-linked kernel", file(0, linked), "hard links"},
+		{"the VM's disk directory", file(1, filepath.Dir(f.disk)), "must be the VM's own"},
 		{"path with ..", file(0, root+"/state/../../etc/passwd"), "'..'"},
 		{"relative path", file(0, "state/images/vmlinux"), "relative"},
-		{"directory", file(0, f.h.lay.ImagesDir()), "directory"},
-		{"the root itself", file(0, root), "root itself"},
+		{"directory", file(0, f.h.lay.ImagesDir()), "not one of the VM's files"},
+		{"the root itself", file(0, root), "not one of the VM's files"},
 		{"missing file", file(0, filepath.Join(f.h.lay.ImagesDir(), "nope")), "no such file"},
 		{"another root's dm device", file(1, "/dev/mapper/other-vm1"), ""},
 		{"dm origin", file(1, "/dev/mapper/"+DMPrefix(f.h.lay.DisksDir())+"vm1.origin"), ""},
-		{"dm device as kernel", file(0, "/dev/mapper/"+DMPrefix(f.h.lay.DisksDir())+"vm1"), ""},
+		{"dm device as kernel", file(0, "/dev/mapper/"+DMPrefix(f.h.lay.DisksDir())+"a1b2c3"), ""},
+		{"another VM's dm snapshot", file(1, "/dev/mapper/"+DMPrefix(f.h.lay.DisksDir())+"other1"), "only this VM's"},
 		{"destination outside the set", launch(func(r *JailLaunchRequest) { r.Files[0].Dst = "/etc/shadow" }), "destination"},
 		{"destination twice", launch(func(r *JailLaunchRequest) { r.Files[1].Dst = JailDstKernel }), "twice"},
 		{"no root disk", launch(func(r *JailLaunchRequest) { r.Files = r.Files[:1] }), "root disk"},
@@ -222,9 +268,15 @@ func TestJailHostile(t *testing.T) {
 		{"dangling flag", fcArgs("--api-sock"), "no value"},
 		{"cgroup not allowed", launch(func(r *JailLaunchRequest) { r.Cgroups = []string{"cpuset.cpus=0"} }), "cgroup"},
 		{"cgroup injection", launch(func(r *JailLaunchRequest) { r.Cgroups = []string{"memory.max=1 --uid 0"} }), "cgroup"},
-		{"console log outside logs", launch(func(r *JailLaunchRequest) { r.ConsoleLog = f.outside }), "not directly under"},
-		{"console log below logs", launch(func(r *JailLaunchRequest) { r.ConsoleLog = filepath.Join(f.h.lay.LogDir, "x", "c") }), "not directly under"},
-		{"console log a symlink", launch(func(r *JailLaunchRequest) { r.ConsoleLog = consoleLink }), "symlinks"},
+		{"console log outside logs", launch(func(r *JailLaunchRequest) { r.ConsoleLog = f.outside }), "not this VM's"},
+		{"console log below logs", launch(func(r *JailLaunchRequest) {
+			r.ConsoleLog = filepath.Join(f.h.lay.LogDir, "vms", "x", "a1b2c3.console.log")
+		}), "not this VM's"},
+		{"console log the audit log", launch(func(r *JailLaunchRequest) { r.ConsoleLog = f.h.lay.AuditLog() }), "not this VM's"},
+		{"console log another VM's", launch(func(r *JailLaunchRequest) { r.ConsoleLog = filepath.Join(f.h.lay.LogDir, "vms", "other1.console.log") }), "not this VM's"},
+		{"console log a symlink", launch(func(r *JailLaunchRequest) {
+			r.ID, r.Files[1].Src, r.ConsoleLog = "evil1", filepath.Join(f.h.lay.DisksDir(), "evil1", "root.ext4"), consoleLink
+		}), "symlink"},
 		{"caller's jailer binary", raw(OpJailLaunch, validRaw("jailer", "/bin/sh")), "unknown field"},
 		{"caller's environment", raw(OpJailLaunch, validRaw("env", []string{"LD_PRELOAD=/x"})), "unknown field"},
 		{"caller's uid", raw(OpJailLaunch, validRaw("uid", 0)), "unknown field"},
@@ -255,7 +307,7 @@ func TestJailHostile(t *testing.T) {
 	if got := f.jail.Calls(); len(got) != 0 {
 		t.Errorf("got runtime calls %q, want none", got)
 	}
-	if _, err := os.Stat(filepath.Join(f.h.lay.LogDir, "a1b2c3.console")); err == nil {
+	if _, err := os.Stat(filepath.Join(f.h.lay.LogDir, "vms", "a1b2c3.console.log")); err == nil {
 		t.Errorf("a console log was created by a refused request")
 	}
 	if b, err := os.ReadFile(f.outside); err != nil || string(b) != "data" {

@@ -177,11 +177,11 @@ func (s *Server) resolverRouting(ctx context.Context, r *ResolverRoutingRequest)
 // chownToOwner validates first (the validation resolves the target), then chowns
 // through a descriptor; see chownBeneath.
 func (s *Server) chownToOwner(_ context.Context, r *ChownToOwnerRequest) (ChownToOwnerResponse, error) {
-	t, e := s.v.chownToOwner(r)
+	rel, e := s.v.chownToOwner(r)
 	if e != nil {
 		return ChownToOwnerResponse{}, e
 	}
-	if err := chownBeneath(s.v, t, s.cfg.OwnerUID, s.cfg.OwnerGID); err != nil {
+	if err := chownBeneath(s.v.jailBase, rel, s.cfg.OwnerUID, s.cfg.OwnerGID); err != nil {
 		var we *Error
 		if errors.As(err, &we) {
 			return ChownToOwnerResponse{}, we

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -39,8 +38,9 @@ func (s *Server) jailRuntime() (JailRuntime, error) {
 	return s.cfg.Jail, nil
 }
 
-// jailLaunch resolves and checks every file (jailFileSource), opens the console log
-// beneath the root, hands it to the owner, and runs the jailer.
+// jailLaunch checks where every file is (jailFileSource), opens each beneath the
+// root and checks what it found (openJailSource), opens the console log
+// (openConsoleLog) and runs the jailer.
 func (s *Server) jailLaunch(ctx context.Context, r *JailLaunchRequest) (JailLaunchResponse, error) {
 	rt, err := s.jailRuntime()
 	if err != nil {
@@ -54,7 +54,7 @@ func (s *Server) jailLaunch(ctx context.Context, r *JailLaunchRequest) (JailLaun
 		}
 	}()
 	for _, f := range r.Files {
-		src, e := s.v.jailFileSource(f)
+		src, e := s.v.jailFileSource(r.ID, f)
 		if e != nil {
 			return JailLaunchResponse{}, e
 		}
@@ -62,7 +62,7 @@ func (s *Server) jailLaunch(ctx context.Context, r *JailLaunchRequest) (JailLaun
 		if err != nil {
 			return JailLaunchResponse{}, err
 		}
-		spec.Files = append(spec.Files, JailFile{Src: src, File: file, Dst: f.Dst, Writable: f.Writable})
+		spec.Files = append(spec.Files, JailFile{Src: f.Src, File: file, Dst: f.Dst, Writable: f.Writable})
 	}
 	console, err := s.openConsoleLog(r.ConsoleLog)
 	if err != nil {
@@ -77,58 +77,70 @@ func (s *Server) jailLaunch(ctx context.Context, r *JailLaunchRequest) (JailLaun
 	return JailLaunchResponse{PID: pid}, nil
 }
 
-// openJailSource opens a validated source (real, symlink-free) as an O_PATH
-// descriptor and re-checks it there: a file under the root is opened beneath it
-// refusing symlinks and must be a regular file of root or the owner; a dm snapshot's
-// node (under root-owned /dev) must be a block device.
-func (s *Server) openJailSource(f JailFileSpec, real string) (*os.File, error) {
+// resolveNoLinks is openat2's resolution for every path the helper opens under the
+// root: never above the directory descriptor, no symlink at all, no magic link.
+const resolveNoLinks = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// openJailSource opens a located source as an O_PATH descriptor and checks it
+// there: a file beneath the root (no symlink on the way) must be a regular file of
+// the owner's with one link; a dm snapshot's node (under root-owned /dev) a block
+// device. Only the owner's files are placed, because placing never changes an
+// owner (Runner.place): the jailed firecracker, running as the owner, can then use
+// them exactly as the owner could, and no file of root's is ever lent out.
+func (s *Server) openJailSource(f JailFileSpec, src jailSource) (*os.File, error) {
 	var fd int
-	var err error
-	if strings.HasPrefix(f.Src, "/dev/mapper/") {
-		fd, err = unix.Open(real, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if src.Dev != "" {
+		var err error
+		if fd, err = unix.Open(src.Dev, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+			return nil, invalidf("src %q: %v", f.Src, err)
+		}
 	} else {
-		realRoot, e := s.v.realRoot()
-		if e != nil {
-			return nil, e
-		}
-		rel, ok := beneath(realRoot, real)
-		if !ok {
-			return nil, invalidf("src %q is not under the banger root %s", f.Src, s.v.root)
-		}
-		rootFD, err := unix.Open(realRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		rootFD, err := unix.Open(src.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return nil, fmt.Errorf("open banger root %s: %w", realRoot, err)
+			return nil, fmt.Errorf("open banger root %s: %w", src.Root, err)
 		}
 		defer unix.Close(rootFD)
-		fd, err = unix.Openat2(rootFD, rel, &unix.OpenHow{
+		fd, err = unix.Openat2(rootFD, src.Rel, &unix.OpenHow{
 			Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+			Resolve: resolveNoLinks,
 		})
 		if err != nil {
-			return nil, invalidf("src %q changed while it was being checked (%v): retry", f.Src, err)
+			return nil, invalidf("src %q: %v (a symlink anywhere on the way is refused: send the real path)", f.Src, err)
 		}
 	}
-	if err != nil {
-		return nil, invalidf("src %q: %v", f.Src, err)
-	}
-	file := os.NewFile(uintptr(fd), real)
+	file := os.NewFile(uintptr(fd), f.Src)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		file.Close()
 		return nil, fmt.Errorf("src %s: %w", f.Src, err)
 	}
 	kind := st.Mode & unix.S_IFMT
-	dm := strings.HasPrefix(f.Src, "/dev/mapper/")
-	if dm && kind != unix.S_IFBLK || !dm && (kind != unix.S_IFREG || (st.Uid != 0 && int(st.Uid) != s.cfg.OwnerUID)) {
+	var e *Error
+	switch {
+	case src.Dev != "" && kind != unix.S_IFBLK:
+		e = invalidf("src %q is not a block device", f.Src)
+	case src.Dev != "":
+	case kind != unix.S_IFREG:
+		e = invalidf("src %q is a %s: the helper places only regular files and this VM's dm snapshot", f.Src, fileKind(modeFromStat(st.Mode)))
+	case st.Nlink != 1:
+		e = invalidf("src %q has %d hard links: the helper places only files with exactly one", f.Src, st.Nlink)
+	case int(st.Uid) != s.cfg.OwnerUID:
+		e = invalidf("src %q belongs to uid %d: the helper places only the owner's (uid %d) files", f.Src, st.Uid, s.cfg.OwnerUID)
+	}
+	if e != nil {
 		file.Close()
-		return nil, invalidf("src %q changed while it was being checked: retry", f.Src)
+		return nil, e
 	}
 	return file, nil
 }
 
-// openConsoleLog opens (creating or truncating) a console log under the log
-// directory, beneath the root with no symlink followed, and gives it to the owner.
-// It must be a regular file with one link.
+// openConsoleLog opens the VM's console log (checkConsoleLog placed it) for
+// appending, beneath the root with no symlink followed. logs/vms is the owner's, so
+// whatever is found there is treated as the owner's doing: a new file is created
+// (O_EXCL, so it is one the helper made) and given to the owner; an existing one is
+// used only if it is already the owner's regular file with one link, and is never
+// truncated or chowned. So the helper can neither wipe nor give away a file it did
+// not make, whatever the owner links or renames into place.
 func (s *Server) openConsoleLog(p string) (*os.File, error) {
 	realRoot, e := s.v.realRoot()
 	if e != nil {
@@ -143,36 +155,37 @@ func (s *Server) openConsoleLog(p string) (*os.File, error) {
 		return nil, fmt.Errorf("open banger root %s: %w", realRoot, err)
 	}
 	defer unix.Close(rootFD)
-	fd, err := unix.Openat2(rootFD, rel, &unix.OpenHow{
-		Flags:   unix.O_WRONLY | unix.O_CREAT | unix.O_APPEND | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK,
-		Mode:    0o640,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	const flags = unix.O_WRONLY | unix.O_APPEND | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_NOCTTY
+	created := true
+	fd, err := unix.Openat2(rootFD, rel, &unix.OpenHow{Flags: flags | unix.O_CREAT | unix.O_EXCL, Mode: 0o640, Resolve: resolveNoLinks})
+	if errors.Is(err, unix.EEXIST) {
+		created = false
+		fd, err = unix.Openat2(rootFD, rel, &unix.OpenHow{Flags: flags, Resolve: resolveNoLinks})
+	}
 	if err != nil {
-		return nil, invalidf("console log %q: %v (symlinks on the way are refused)", p, err)
+		return nil, invalidf("console log %q: %v (a symlink on the way is refused)", p, err)
 	}
 	f := os.NewFile(uintptr(fd), filepath.Clean(p))
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	fail := func(err error) (*os.File, error) {
 		f.Close()
-		return nil, fmt.Errorf("console log %s: %w", p, err)
+		return nil, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 || (st.Uid != 0 && int(st.Uid) != s.cfg.OwnerUID) {
-		f.Close()
-		return nil, invalidf("console log %q must be a regular file with one link, owned by root or the owner", p)
-	}
-	if err := unix.Ftruncate(fd, 0); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("console log %s: truncate: %w", p, err)
-	}
-	if err := unix.Fchown(fd, s.cfg.OwnerUID, s.cfg.OwnerGID); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("console log %s: chown to the owner: %w", p, err)
+	if created {
+		if err := unix.Fchown(fd, s.cfg.OwnerUID, s.cfg.OwnerGID); err != nil {
+			return fail(fmt.Errorf("console log %s: give it to the owner: %w", p, err))
+		}
+	} else {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fail(fmt.Errorf("console log %s: %w", p, err))
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 || int(st.Uid) != s.cfg.OwnerUID {
+			return fail(invalidf("console log %q exists and is not the owner's regular file with one link: remove it and start the VM again", p))
+		}
 	}
 	// Back to blocking mode: the jailer's children write to it as stdout.
 	if err := unix.SetNonblock(fd, false); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("console log %s: %w", p, err)
+		return fail(fmt.Errorf("console log %s: %w", p, err))
 	}
 	return f, nil
 }

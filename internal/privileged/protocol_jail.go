@@ -47,14 +47,18 @@ type JailLaunchRequest struct {
 	// FirecrackerArgs are forwarded after "--": only --api-sock /run/firecracker.socket,
 	// --log-path /firecracker.log and --level <level>.
 	FirecrackerArgs []string `json:"firecracker_args"`
-	// ConsoleLog receives firecracker's stdout and stderr: a file directly under
-	// ROOT/logs, created or truncated, owned by the owner.
+	// ConsoleLog receives firecracker's stdout and stderr: the VM's own console
+	// log, ROOT/logs/vms/<id, or its first 12 characters>.console.log. The helper
+	// creates it for the owner, or appends to the owner's existing one; it never
+	// truncates (bangerd removes the old log before a boot).
 	ConsoleLog string `json:"console_log"`
 }
 
-// JailFileSpec is one file to place in the jail. Src is a regular file under banger's
-// root or one of this root's device-mapper snapshots (/dev/mapper/NAME); only the root
-// disk (JailDstRootfs) may be writable, and a dm device only as the root disk.
+// JailFileSpec is one file to place in the jail. Src is one of the VM's own files:
+// an owner-owned regular file with one link under ROOT/state/disks/<id>/, or,
+// read-only, under ROOT/state/images/ or ROOT/state/kernels/; or this VM's
+// device-mapper snapshot (/dev/mapper/NAME) as the root disk. Only the root disk
+// (JailDstRootfs) may be writable. Symlinks on the way are refused.
 type JailFileSpec struct {
 	Src      string `json:"src"`
 	Dst      string `json:"dst"`

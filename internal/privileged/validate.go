@@ -41,11 +41,16 @@ type validator struct {
 	// to root (state/disks, state/images): the only places whose files the helper
 	// binds to loop devices.
 	disksRel, imagesRel string
+	// kernelsRel is the kernels directory relative to root (state/kernels), from
+	// which JailLaunch places kernels and initrds read-only.
+	kernelsRel string
 	// dmPrefix is DMPrefix of the layout's disks directory: every dm name this root
 	// may create or remove starts with it.
 	dmPrefix string
-	// logDir is the layout's log directory, where jails' console logs go.
+	// logDir is the layout's log directory; jails' console logs go to its vms/.
 	logDir string
+	// jailBase is JailBase of the layout: the only place ChownToOwner acts.
+	jailBase string
 }
 
 func invalidf(format string, args ...any) *Error {
@@ -170,61 +175,42 @@ func (v validator) removeNetwork(r *RemoveNetworkRequest) *Error {
 	return v.checkBridge("bridge", r.Bridge)
 }
 
-// chownTarget is a ChownToOwner path that passed validation: Rel, relative to the
-// symlink-free Root, names a file with no symlink on the way.
-type chownTarget struct {
-	Root string
-	Rel  string
-}
+// jailRunEntryRe is a name the helper accepts in a ChownToOwner path: an exec file
+// name, a jail id, a socket's name.
+var jailRunEntryRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 
-// chownToOwner checks a path for ChownToOwner. The path must be absolute and clean, and
-// must name, after resolving every symlink component by component (each step staying
-// inside the root), a regular file or a socket strictly under the layout root, with a
-// single link, currently owned by root or the owner. Everything else is refused: the
-// root itself, directories, devices, FIFOs, paths that leave the root on the way.
-// The chown itself re-checks on a file descriptor (chownBeneath), so a path swapped
-// after this check still cannot lead outside the root.
-func (v validator) chownToOwner(r *ChownToOwnerRequest) (chownTarget, *Error) {
+// chownToOwner checks a ChownToOwner path by its name and returns it relative to
+// the jail base. The rule, and why it is this narrow:
+//
+// ChownToOwner exists for one thing: the sockets a jailed Firecracker makes in its
+// jail's /run (its API socket, the vsock socket), which bangerd must reach. So the
+// path must be a direct entry of a jail's /run, <JailBase>/<exec
+// name>/<id>/root/run/<name>, and (chownBeneath checks on a descriptor) a socket
+// with one link already owned by the owner, as the jailed Firecracker, which runs as
+// the owner, makes it. Nothing else is ever handed over: not a regular file (say
+// config.toml or install.json, whose owner decides what root runs), not a device,
+// not a directory, not anything outside the root-owned jail base. A jail's /run is
+// the owner's, so what is found there is treated as the owner's doing: a symlink
+// on the way is refused, and a file of root's there is not one Firecracker made.
+func (v validator) chownToOwner(r *ChownToOwnerRequest) (string, *Error) {
 	p := r.Path
-	if e := checkPathSyntax(p, v.root); e != nil {
-		return chownTarget{}, e
+	if e := checkPathSyntax(p, v.jailBase); e != nil {
+		return "", e
 	}
-	realRoot, err := filepath.EvalSymlinks(v.root)
-	if err != nil {
-		return chownTarget{}, &Error{Code: CodeFailed, Message: fmt.Sprintf("resolve banger root %s: %v", v.root, err)}
+	rel, ok := beneath(v.jailBase, p)
+	parts := strings.Split(rel, "/")
+	if !ok || len(parts) != 5 || parts[2] != "root" || parts[3] != "run" {
+		return "", invalidf("path %q is not a jail's socket: the helper hands over only sockets a jailed firecracker made, %s/<firecracker>/<id>/root/run/<socket>", p, v.jailBase)
 	}
-	// The request may name the file through the configured root or through its
-	// resolved form; anything else is outside.
-	rel, ok := beneath(v.root, p)
-	if !ok {
-		if rel, ok = beneath(realRoot, p); !ok {
-			return chownTarget{}, invalidf("path %q is not under the banger root %s: the helper hands over only banger's own files", p, v.root)
+	for _, el := range []string{parts[0], parts[1], parts[4]} {
+		if !jailRunEntryRe.MatchString(el) {
+			return "", invalidf("path %q: %q is not a name the helper accepts in a jail path (letters, digits, '.', '_', '-')", p, el)
 		}
 	}
-	if rel == "." {
-		return chownTarget{}, invalidf("path %q is the banger root itself: the helper hands over only files under it", p)
+	if e := checkJailID(parts[1]); e != nil {
+		return "", e
 	}
-	real, ierr := resolveBeneath(realRoot, v.root, rel)
-	if ierr != nil {
-		return chownTarget{}, invalidf("path %q: %v", p, ierr)
-	}
-	if real == realRoot {
-		return chownTarget{}, invalidf("path %q resolves to the banger root itself: the helper hands over only files under it", p)
-	}
-	fi, err := os.Lstat(real)
-	if err != nil {
-		return chownTarget{}, invalidf("path %q: %v", p, err)
-	}
-	if e := v.checkChownFile(p, factsOf(fi)); e != nil {
-		return chownTarget{}, e
-	}
-	// Cross-check with the library's resolution; a difference means the tree changed
-	// while we looked, and we would rather refuse than guess.
-	if ev, err := filepath.EvalSymlinks(p); err != nil || ev != real {
-		return chownTarget{}, invalidf("path %q changed while it was being checked: retry", p)
-	}
-	relReal, _ := beneath(realRoot, real)
-	return chownTarget{Root: realRoot, Rel: relReal}, nil
+	return rel, nil
 }
 
 // checkPathSyntax refuses a path that is empty, holds a NUL byte, is relative,
@@ -249,7 +235,7 @@ func checkPathSyntax(p, where string) *Error {
 	return nil
 }
 
-// fileFacts is what the ChownToOwner rules look at, from lstat or from fstat.
+// fileFacts is what the loop ops' file rules look at, from lstat or from fstat.
 type fileFacts struct {
 	mode  fs.FileMode
 	nlink uint64
@@ -263,22 +249,6 @@ func factsOf(fi fs.FileInfo) fileFacts {
 		f.nlink, f.uid = uint64(st.Nlink), int(st.Uid)
 	}
 	return f
-}
-
-// checkChownFile applies the file rules of ChownToOwner: a regular file or a socket,
-// one link (a hard link to a file elsewhere must not be a way out of the root), owned
-// by root (a VMM started by root made it) or already by the owner.
-func (v validator) checkChownFile(p string, f fileFacts) *Error {
-	if !f.mode.IsRegular() && f.mode.Type() != fs.ModeSocket {
-		return invalidf("path %q is a %s: the helper hands over only regular files and sockets", p, fileKind(f.mode))
-	}
-	if f.nlink != 1 {
-		return invalidf("path %q has %d hard links: the helper hands over only files with exactly one", p, f.nlink)
-	}
-	if f.uid != 0 && f.uid != v.ownerUID {
-		return invalidf("path %q belongs to uid %d: the helper hands over only files owned by root or the owner (uid %d)", p, f.uid, v.ownerUID)
-	}
-	return nil
 }
 
 func fileKind(m fs.FileMode) string {

@@ -1,8 +1,6 @@
 package privileged
 
 import (
-	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -68,13 +66,7 @@ func (v validator) jailLaunchSyntax(r *JailLaunchRequest) *Error {
 	if _, e := jailLogLevel(r.ID, r.FirecrackerArgs); e != nil {
 		return e
 	}
-	if e := checkPathSyntax(r.ConsoleLog, v.logDir); e != nil {
-		return e
-	}
-	if filepath.Dir(r.ConsoleLog) != v.logDir {
-		return invalidf("console log %q is not directly under %s", r.ConsoleLog, v.logDir)
-	}
-	return nil
+	return v.checkConsoleLog(r.ID, r.ConsoleLog)
 }
 
 // jailLogLevel parses the firecracker arguments: --api-sock and --log-path with the
@@ -103,57 +95,71 @@ func jailLogLevel(id string, args []string) (string, *Error) {
 	return level, nil
 }
 
-// jailFileSource resolves one JailFileSpec.Src: a regular file under the root (all
-// symlinks resolved, none leaving it), owned by root or the owner; or, for the root
-// disk, one of this root's dm snapshots under /dev/mapper, a block device.
-func (v validator) jailFileSource(f JailFileSpec) (string, *Error) {
+// jailSource is a validated JailFileSpec.Src: a dm snapshot node (Dev, absolute,
+// under root-owned /dev), or a file named by Rel beneath the resolved root Root.
+type jailSource struct {
+	Dev       string
+	Root, Rel string
+}
+
+// jailFileSource checks where one JailFileSpec.Src is, by its name alone: the VM's
+// own files and nothing else. A file must be under state/disks/<id>/ (the VM's
+// disk directory, the only place a writable file may come from) or, read-only,
+// under state/images/ or state/kernels/; the root disk may also be this root's dm
+// snapshot of this VM (/dev/mapper/<prefix><id>). openJailSource then opens the
+// file beneath the root with no symlink followed and checks what it found there
+// (an owner-owned regular file with one link): a name outside these directories,
+// such as install.json, the audit log or another VM's disk, never gets that far.
+func (v validator) jailFileSource(id string, f JailFileSpec) (jailSource, *Error) {
 	if name, ok := strings.CutPrefix(f.Src, "/dev/mapper/"); ok {
 		n, e := v.checkDMName("src", name)
 		if e != nil {
-			return "", e
+			return jailSource{}, e
 		}
-		if n.origin || f.Dst != JailDstRootfs {
-			return "", invalidf("src %q: only a VM's snapshot may be placed, and only as the root disk", f.Src)
+		if n.origin || f.Dst != JailDstRootfs || n.vmID != id {
+			return jailSource{}, invalidf("src %q: only this VM's (%s) snapshot may be placed, and only as the root disk", f.Src, id)
 		}
 		real, err := filepath.EvalSymlinks(f.Src)
 		if err != nil {
-			return "", invalidf("src %q: %v", f.Src, err)
+			return jailSource{}, invalidf("src %q: %v", f.Src, err)
 		}
-		fi, err := os.Stat(real)
-		if err != nil || fi.Mode().Type() != fs.ModeDevice {
-			return "", invalidf("src %q is not a block device", f.Src)
-		}
-		return real, nil
+		return jailSource{Dev: real}, nil
 	}
 	realRoot, e := v.realRoot()
 	if e != nil {
-		return "", e
+		return jailSource{}, e
 	}
 	rel, ok := beneath(v.root, f.Src)
 	if !ok {
 		if rel, ok = beneath(realRoot, f.Src); !ok {
-			return "", invalidf("src %q is not under the banger root %s: the helper places only banger's own files", f.Src, v.root)
+			return jailSource{}, invalidf("src %q is not under the banger root %s: the helper places only the VM's own files", f.Src, v.root)
 		}
 	}
-	if rel == "." {
-		return "", invalidf("src %q is the banger root itself", f.Src)
+	vmDir := filepath.Join(v.disksRel, id) + "/"
+	switch {
+	case strings.HasPrefix(rel, vmDir) && len(rel) > len(vmDir):
+	case f.Writable:
+		return jailSource{}, invalidf("src %q: a writable file must be the VM's own, under %s/", f.Src, filepath.Join(v.root, v.disksRel, id))
+	case strings.HasPrefix(rel, v.imagesRel+"/") || strings.HasPrefix(rel, v.kernelsRel+"/"):
+	default:
+		return jailSource{}, invalidf("src %q is not one of the VM's files: the helper places only files under %s/ and, read-only, %s/ or %s/",
+			f.Src, filepath.Join(v.root, v.disksRel, id), filepath.Join(v.root, v.imagesRel), filepath.Join(v.root, v.kernelsRel))
 	}
-	real, err := resolveBeneath(realRoot, v.root, rel)
-	if err != nil {
-		return "", invalidf("src %q: %v", f.Src, err)
+	return jailSource{Root: realRoot, Rel: rel}, nil
+}
+
+// checkConsoleLog refuses any console log but the VM's own: the file bangerd reads, logs/vms/<short id>.console.log, where the short id is the
+// VM id's first 12 characters (vmservice's shortID) or the whole id.
+func (v validator) checkConsoleLog(id, p string) *Error {
+	if e := checkPathSyntax(p, filepath.Join(v.logDir, "vms")); e != nil {
+		return e
 	}
-	fi, err := os.Lstat(real)
-	if err != nil {
-		return "", invalidf("src %q: %v", f.Src, err)
+	name, ok := strings.CutSuffix(filepath.Base(p), ".console.log")
+	if filepath.Dir(p) != filepath.Join(v.logDir, "vms") || !ok || name == "" ||
+		!strings.HasPrefix(id, name) || len(name) < min(12, len(id)) {
+		return invalidf("console log %q is not this VM's: send %s", p, filepath.Join(v.logDir, "vms", id[:min(12, len(id))]+".console.log"))
 	}
-	facts := factsOf(fi)
-	if !facts.mode.IsRegular() {
-		return "", invalidf("src %q is a %s: the helper places only regular files and banger's dm snapshots", f.Src, fileKind(facts.mode))
-	}
-	if facts.uid != 0 && facts.uid != v.ownerUID {
-		return "", invalidf("src %q belongs to uid %d: the helper places only files owned by root or the owner (uid %d)", f.Src, facts.uid, v.ownerUID)
-	}
-	return real, nil
+	return nil
 }
 
 func (v validator) jailSignal(r *JailSignalRequest) *Error {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -198,9 +199,23 @@ func TestHostileInputIsRefused(t *testing.T) {
 		if err := os.Chown(foreign, 12345, 12345); err != nil {
 			t.Fatal(err)
 		}
+		// Root's own files under the root: handing any of these to the owner would let
+		// the owner decide what root runs (config.toml, install.json) or rewrite the
+		// record of what it did (the audit log).
+		for _, p := range []string{h.lay.ConfigPath(), h.lay.InstallMetadataPath(), h.lay.AuditLog()} {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		cases = append(cases,
 			chownCase("a device node", dev),
 			chownCase("a file of another user", foreign),
+			chownCase("config.toml", h.lay.ConfigPath()),
+			chownCase("install.json", h.lay.InstallMetadataPath()),
+			chownCase("the audit log", h.lay.AuditLog()),
 		)
 	}
 	if len(cases) < 30 {
@@ -307,43 +322,86 @@ func TestValidInputReachesNetOps(t *testing.T) {
 	}
 }
 
-// TestChownToOwner hands regular files and sockets under the root to the owner,
-// including through a symlink that stays inside the root.
+// jailSocket binds a unix socket at a jail's /run/<name> under the harness's jail
+// base, as a jailed firecracker would, owned by uid; it returns the socket's path.
+func jailSocket(t *testing.T, base, id, name string, uid int) string {
+	t.Helper()
+	run := filepath.Join(base, "firecracker", id, "root", "run")
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(run, name)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: sock}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(sock, uid, -1); err != nil {
+		t.Fatal(err)
+	}
+	return sock
+}
+
+// TestChownToOwner hands a jailed firecracker's sockets to the owner, and nothing
+// else: not a regular file or a socket outside a jail's /run, not a socket of
+// root's, not through a symlink.
 func TestChownToOwner(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("chown to another gid needs root")
 	}
 	h := newHarness(t)
-	vms := h.lay.VMSocketDir()
-	if err := os.MkdirAll(vms, 0o750); err != nil {
+	base := JailBase(h.lay)
+	api := jailSocket(t, base, "vm1", "firecracker.socket", h.ownerUID)
+	vsock := jailSocket(t, base, "vm1", "vsock.sock", h.ownerUID)
+	for _, p := range []string{api, vsock} {
+		if err := h.client.ChownToOwner(context.Background(), ChownToOwnerRequest{Path: p}); err != nil {
+			t.Fatalf("%s: got %v, want success", p, err)
+		}
+		if u, g := ownerOf(t, p); u != h.ownerUID || g != h.ownerGID {
+			t.Errorf("%s: got owner %d:%d, want %d:%d", p, u, g, h.ownerUID, h.ownerGID)
+		}
+	}
+
+	run := filepath.Dir(api)
+	file := filepath.Join(run, "firecracker.log")
+	mustWrite(t, file)
+	strangers := jailSocket(t, base, "vm1", "stranger.sock", 12345)
+	outside := filepath.Join(h.lay.RunDir, "vms", "x.sock")
+	if err := os.MkdirAll(filepath.Dir(outside), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(vms, "console.log")
-	mustWrite(t, file)
-	sock := filepath.Join(vms, "abc.api.sock")
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: sock}); err != nil {
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: outside}); err != nil {
 		t.Fatal(err)
 	}
-	viaLink := filepath.Join(vms, "target")
-	mustWrite(t, viaLink)
-	mustSymlink(t, "../vms/target", filepath.Join(vms, "link"))
-
-	for _, tc := range []struct{ name, path, changed string }{
-		{"regular file", file, file},
-		{"socket", sock, sock},
-		{"symlink inside the root", filepath.Join(vms, "link"), viaLink},
+	mustSymlink(t, outside, filepath.Join(run, "link.sock"))
+	if err := os.Mkdir(filepath.Join(run, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, filepath.Join(run, "x", "y.sock"))
+	for _, tc := range []struct{ name, path, want string }{
+		{"a regular file in a jail's run", file, "only sockets"},
+		{"a socket of another uid", strangers, "belongs to uid 12345"},
+		{"a socket outside the jail base", outside, "not a jail's socket"},
+		{"a symlink to a socket", filepath.Join(run, "link.sock"), "symlink"},
+		{"the jail's run directory", run, "not a jail's socket"},
+		{"one level too deep", filepath.Join(run, "x", "y.sock"), "not a jail's socket"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := h.client.ChownToOwner(context.Background(), ChownToOwnerRequest{Path: tc.path}); err != nil {
-				t.Fatalf("got %v, want success", err)
+			before, beforeG := ownerOf(t, tc.path)
+			err := h.client.ChownToOwner(context.Background(), ChownToOwnerRequest{Path: tc.path})
+			if we := wantCode(t, err, CodeInvalid); !strings.Contains(we.Message, tc.want) {
+				t.Errorf("got %q, want it to say %q", we.Message, tc.want)
 			}
-			if u, g := ownerOf(t, tc.changed); u != h.ownerUID || g != h.ownerGID {
-				t.Errorf("got owner %d:%d, want %d:%d", u, g, h.ownerUID, h.ownerGID)
+			if u, g := ownerOf(t, tc.path); u != before || g != beforeG {
+				t.Errorf("owner changed to %d:%d, want %d:%d", u, g, before, beforeG)
 			}
 		})
 	}
@@ -353,51 +411,64 @@ func TestChownToOwner(t *testing.T) {
 }
 
 // TestChownBeneathRefusesSwappedPath plays the race the descriptor-based chown exists
-// for: the path passes validation, then the owner swaps a symlink in (for the file, or
-// for a directory on the way) before the chown happens.
+// for: the path passes validation, then the owner swaps a symlink in (for the socket,
+// or for the jail's run directory, which is the owner's) before the chown happens.
 func TestChownBeneathRefusesSwappedPath(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to chown")
 	}
 	for _, tc := range []struct {
 		name string
-		swap func(t *testing.T, root, outside string)
+		swap func(t *testing.T, run, outside string)
 	}{
-		{"file becomes a symlink", func(t *testing.T, root, outside string) {
-			if err := os.Remove(filepath.Join(root, "d", "f")); err != nil {
+		{"socket becomes a symlink", func(t *testing.T, run, outside string) {
+			if err := os.Remove(filepath.Join(run, "firecracker.socket")); err != nil {
 				t.Fatal(err)
 			}
-			mustSymlink(t, filepath.Join(outside, "f"), filepath.Join(root, "d", "f"))
+			mustSymlink(t, filepath.Join(outside, "firecracker.socket"), filepath.Join(run, "firecracker.socket"))
 		}},
-		{"directory becomes a symlink", func(t *testing.T, root, outside string) {
-			if err := os.RemoveAll(filepath.Join(root, "d")); err != nil {
+		{"run becomes a symlink", func(t *testing.T, run, outside string) {
+			if err := os.RemoveAll(run); err != nil {
 				t.Fatal(err)
 			}
-			mustSymlink(t, outside, filepath.Join(root, "d"))
+			mustSymlink(t, outside, run)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			root, outside := t.TempDir(), t.TempDir()
-			if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+			// Short directories: socket paths must fit in 108 bytes.
+			base, outside := shortTempDir(t), shortTempDir(t)
+			sock := jailSocket(t, base, "vm1", "firecracker.socket", 1234)
+			secret := jailSocket(t, outside, "x", "firecracker.socket", 1234)
+			if err := os.Rename(secret, filepath.Join(outside, "firecracker.socket")); err != nil {
 				t.Fatal(err)
 			}
-			mustWrite(t, filepath.Join(root, "d", "f"))
-			secret := filepath.Join(outside, "f")
-			mustWrite(t, secret)
-			v := validator{root: root, bridge: testBridge, prefix: testPrefix, ownerUID: 1234}
-			target, e := v.chownToOwner(&ChownToOwnerRequest{Path: filepath.Join(root, "d", "f")})
+			secret = filepath.Join(outside, "firecracker.socket")
+			v := validator{root: filepath.Dir(base), jailBase: base, bridge: testBridge, prefix: testPrefix, ownerUID: 1234}
+			rel, e := v.chownToOwner(&ChownToOwnerRequest{Path: sock})
 			if e != nil {
 				t.Fatalf("validate: %v", e)
 			}
-			tc.swap(t, root, outside)
-			if err := chownBeneath(v, target, 1234, 1234); err == nil {
+			tc.swap(t, filepath.Dir(sock), outside)
+			if err := chownBeneath(base, rel, 1234, 1234); err == nil {
 				t.Fatal("chown through a swapped-in symlink succeeded, want a refusal")
 			} else {
 				t.Logf("refused: %v", err)
 			}
-			if u, g := ownerOf(t, secret); u != 0 || g != 0 {
-				t.Errorf("file outside the root changed owner to %d:%d, want 0:0", u, g)
+			if u, g := ownerOf(t, secret); u != 1234 || g != 0 {
+				t.Errorf("socket outside the jail changed owner to %d:%d, want 1234:0", u, g)
 			}
 		})
 	}
+}
+
+// shortTempDir is a fresh root-owned directory directly under /tmp, removed at the
+// end: t.TempDir's names are too long for the socket paths under it.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/tmp", "bp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }

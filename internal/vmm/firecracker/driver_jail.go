@@ -58,7 +58,7 @@ type JailerOptions struct {
 //	Launch   PrepareChroot, then the jailer in a session of its own with its
 //	         stdout and stderr appended to the console log (a file under
 //	         banger's root), and the PID from its PID file (LaunchJailed)
-//	Share    the existing ChownToOwner op, on the jail's sockets
+//	Share    the ChownToOwner op, which takes only sockets in a jail's /run
 //	Signal   signal the jailed Firecracker, which runs as another user;
 //	         pidfd-checked against the Ref's start time
 //	Remove   RemoveJail, once Firecracker has exited
@@ -81,7 +81,9 @@ type JailLaunch struct {
 	Jailer Jailer
 	Files  []JailFile
 	// ConsoleLog receives the jailer's, and so Firecracker's, stdout and
-	// stderr: the guest's serial console. Created or truncated.
+	// stderr: the guest's serial console. Through banger-helper it must be the
+	// VM's own, logs/vms/<short id>.console.log, and is created for the owner or
+	// appended to, never truncated: the caller removes an old one first.
 	ConsoleLog string
 }
 
@@ -148,13 +150,19 @@ func (d *Driver) jailAvailable(ctx context.Context) error {
 	return err
 }
 
-// execFile is the firecracker binary's absolute path (the jailer's --exec-file).
+// execFile is the firecracker binary's absolute path with symlinks resolved (the
+// jailer's --exec-file): banger-helper resolves its own the same way
+// (trustfs.OpenBinary), and the jail directory is named after it, so both sides
+// agree on every jail path.
 func (d *Driver) execFile() (string, error) {
 	p, err := exec.LookPath(d.o.Binary)
 	if err != nil {
 		return "", fmt.Errorf("%s not found: install Firecracker or set vmm.firecracker in config.toml", d.o.Binary)
 	}
-	return filepath.Abs(p)
+	if p, err = filepath.Abs(p); err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(p)
 }
 
 // jailer is the jail of the VM with instance id id.

@@ -3,8 +3,10 @@ package process
 import (
 	"errors"
 	"fmt"
-
-	"banger/internal/hostnetwork"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 )
 
 // ErrNotRunning says a process is gone (exited, reaped or a zombie) or is no
@@ -35,7 +37,7 @@ func Find(pid int) (Ref, error) {
 // time, not a zombie. A Ref without a start time is never alive: it cannot be
 // told from a stranger that reused the PID.
 func (r Ref) Alive() bool {
-	return r.PID > 0 && r.Start != 0 && hostnetwork.ProcessAlive(r.PID, r.Start)
+	return r.PID > 0 && r.Start != 0 && Alive(r.PID, r.Start)
 }
 
 // Validate returns nil when r is alive, else an error wrapping ErrNotRunning.
@@ -52,9 +54,53 @@ func (r Ref) String() string { return fmt.Sprintf("pid %d", r.PID) }
 // an unreadable /proc entry) means the process cannot be named, so every one
 // wraps ErrNotRunning, with the cause alongside.
 func startTime(pid int) (uint64, error) {
-	start, err := hostnetwork.ProcessStart(pid)
+	start, err := StartTime(pid)
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w (%v)", pid, ErrNotRunning, err)
 	}
 	return start, nil
+}
+
+// StartTime returns a process's start time (field 22 of /proc/PID/stat, in clock
+// ticks since boot). Together with the PID it names a process unambiguously: a PID
+// alone may have been reused by the time bangerd re-attaches to a VMM. A zombie is
+// an error.
+func StartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// comm (field 2) may hold spaces and parentheses: parse after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	fields := strings.Fields(s[i+1:])
+	// fields[0] is field 3 (state); field 22 is fields[19].
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	if fields[0] == "Z" {
+		return 0, fmt.Errorf("process %d: %w", pid, errZombie)
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+var errZombie = errors.New("exited (zombie)")
+
+// Alive reports whether pid runs and, when start is non-zero, is the same process
+// that was recorded (same start time).
+func Alive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	got, err := StartTime(pid)
+	if err != nil {
+		return false
+	}
+	return start == 0 || got == start
 }

@@ -18,6 +18,11 @@ import (
 // act as "firecracker" (RunFake) or "jailer" (RunFakeJailer).
 const FakeModeEnv = "FCTEST_FAKE"
 
+// FakeSwitchUIDEnv, set to "1", makes the fake jailer run firecracker as --uid and
+// --gid, as the real jailer does (it needs root). Off by default: most tests give a
+// uid whose user could not reach the test binary's files.
+const FakeSwitchUIDEnv = "FCTEST_JAILER_SWITCH_UID"
+
 // MainIfFake, called first thing in TestMain, turns the test binary into a
 // fake firecracker or jailer when $FCTEST_FAKE says so, and exits; otherwise
 // it returns and the tests run.
@@ -139,10 +144,16 @@ func RunFakeJailer(args []string, stderr io.Writer) int {
 	}
 	cmd := exec.Command(jailed, fcArgs...)
 	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if *daemonize {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // stdio stays nil: /dev/null
+		cmd.SysProcAttr.Setsid = true // stdio stays nil: /dev/null
 	} else {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	}
+	if os.Getenv(FakeSwitchUIDEnv) == "1" {
+		u, _ := strconv.ParseUint(*uid, 10, 32) // checked above
+		g, _ := strconv.ParseUint(*gid, 10, 32)
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(u), Gid: uint32(g)}
 	}
 	if err := cmd.Start(); err != nil {
 		return fail("spawn: %v", err)

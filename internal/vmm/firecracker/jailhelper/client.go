@@ -1,3 +1,7 @@
+// Package jailhelper is bangerd's side of running Firecracker under its jailer
+// through banger-helper: Client implements firecracker.JailOps with the helper's
+// jail ops. The helper's side is internal/jailrun, a leaf package, so that the
+// root binary does not link the Firecracker driver.
 package jailhelper
 
 import (

@@ -70,7 +70,13 @@ func TestHelperJailLifecycle(t *testing.T) {
 	if err := os.WriteFile(lay.ConfigPath(), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{filepath.Join(lay.ImagesDir(), "vmlinux"), filepath.Join(lay.DisksDir(), "vm.ext4")} {
+	for _, f := range []string{filepath.Join(lay.ImagesDir(), "vmlinux"), filepath.Join(lay.DisksDir(), jailID, "vm.ext4")} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(filepath.Dir(f), uid, gid); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(f, []byte("data"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -85,6 +91,9 @@ func TestHelperJailLifecycle(t *testing.T) {
 	}
 	t.Setenv(fctest.FakeModeEnv, "jailer")
 	t.Setenv(fctest.FakeSpecEnv, spec)
+	// Firecracker runs as the owner, as under the real jailer: its sockets are then
+	// the owner's, the only ones ChownToOwner hands over.
+	t.Setenv(fctest.FakeSwitchUIDEnv, "1")
 	// The jailed firecracker is orphaned when the jailer exits; adopt it to reap it.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatal(err)
@@ -111,6 +120,17 @@ func TestHelperJailLifecycle(t *testing.T) {
 	t.Logf("owner's side:\n%s", out)
 	if _, err := os.Stat(filepath.Join(privileged.JailBase(lay), "firecracker", jailID)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("jail after JailRemove: got %v, want it gone", err)
+	}
+	// The console log is where bangerd reads it, made by the helper for the owner; the
+	// placed files kept their owner.
+	for _, f := range []string{filepath.Join(lay.LogDir, "vms", jailID+".console.log"), filepath.Join(lay.DisksDir(), jailID, "vm.ext4"), filepath.Join(lay.ImagesDir(), "vmlinux")} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || int(st.Gid) != gid || st.Nlink != 1 {
+			t.Errorf("%s: owner %d:%d, %d links; want the owner's %d:%d, one link", f, st.Uid, st.Gid, st.Nlink, uid, gid)
+		}
 	}
 	audit, err := os.ReadFile(lay.AuditLog())
 	if err != nil {
@@ -148,10 +168,13 @@ func runClient() error {
 		KeepStdio:   true,
 		Firecracker: firecracker.Firecracker{LogPath: firecracker.JailLog, Level: "Info"},
 	}
-	console := filepath.Join(lay.LogDir, jailID+".console")
+	console := filepath.Join(lay.LogDir, "vms", jailID+".console.log")
+	if err := os.MkdirAll(filepath.Dir(console), 0o750); err != nil {
+		return err
+	}
 	pid, err := ops.Launch(ctx, firecracker.JailLaunch{Jailer: j, ConsoleLog: console, Files: []firecracker.JailFile{
 		{Src: filepath.Join(lay.ImagesDir(), "vmlinux"), Dst: firecracker.JailKernel},
-		{Src: filepath.Join(lay.DisksDir(), "vm.ext4"), Dst: firecracker.JailRootfs, Writable: true},
+		{Src: filepath.Join(lay.DisksDir(), jailID, "vm.ext4"), Dst: firecracker.JailRootfs, Writable: true},
 	}})
 	if err != nil {
 		return fmt.Errorf("launch: %w", err)
@@ -161,7 +184,7 @@ func runClient() error {
 		return fmt.Errorf("pid %d from JailLaunch: %w", pid, err)
 	}
 	fmt.Printf("launched pid %d\n", pid)
-	disk, err := os.Stat(filepath.Join(lay.DisksDir(), "vm.ext4"))
+	disk, err := os.Stat(filepath.Join(lay.DisksDir(), jailID, "vm.ext4"))
 	if err != nil {
 		return err
 	}
