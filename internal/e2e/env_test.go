@@ -48,7 +48,12 @@ func requireVMs(t testing.TB) {
 	}
 }
 
-func newEnv(t testing.TB, poolSize int) *env {
+func newEnv(t testing.TB, poolSize int) *env { return newEnvWith(t, poolSize, nil) }
+
+// newEnvWith is newEnv with more configuration: extra, when set, is called once
+// the namespace exists and returns TOML appended to config.toml (its own
+// sections, e.g. [dns] or [console]).
+func newEnvWith(t testing.TB, poolSize int, extra func(*env) string) *env {
 	t.Helper()
 	requireVMs(t)
 	for _, b := range []string{"bangerd", "banger-helper", "banger-agent", "banger-init"} {
@@ -61,6 +66,9 @@ func newEnv(t testing.TB, poolSize int) *env {
 		gateway: fmt.Sprintf("10.213.%d.1", subnet), prefix: fmt.Sprintf("10.213.%d.", subnet),
 	}
 	cfg := fmt.Sprintf("[network]\nbridge = \"be%d\"\nbridge_cidr = \"%s/24\"\ntap_pool_size = %d\n", subnet, e.gateway, poolSize)
+	if extra != nil {
+		cfg += extra(e)
+	}
 	if err := os.WriteFile(filepath.Join(e.root, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
