@@ -95,6 +95,11 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("kernel networking: %w", err)
 	}
 	defer nl.Close()
+	// ResolverRouting sets up only this domain and server, from the root-owned config.
+	helperDNS, err := cfg.DNSListen()
+	if err != nil {
+		return err
+	}
 	srv, err := privileged.NewServer(privileged.ServerConfig{
 		Layout:       lay,
 		OwnerUID:     uid,
@@ -102,6 +107,8 @@ func run(args []string, stderr io.Writer) error {
 		Bridge:       cfg.Network.Bridge,
 		BridgePrefix: prefix,
 		MTU:          cfg.Network.MTU,
+		DNSDomain:    cfg.DNS.Domain,
+		DNSListen:    helperDNS,
 		Net:          nl,
 		Resolver:     nl,
 		Block:        blockdev.Local{},

@@ -1,13 +1,58 @@
-// Package layout names every file and directory banger keeps under its root.
+// Package layout names every file and directory banger keeps under its root, and
+// says who owns each of them.
 //
 // Everything lives under one root (--root DIR or BANGER_ROOT), so tests and several
 // instances never share state:
 //
-//	ROOT/config.toml         configuration (optional; defaults apply)
-//	ROOT/install.json        install metadata: owner uid/gid, version, paths
-//	ROOT/run/                runtime: sockets and pid files
-//	ROOT/state/              the store, images, kernels, disks
-//	ROOT/logs/               daemon, helper and audit logs, VM consoles
+//	ROOT/                    root's (root:root 0755, not group/other-writable)
+//	ROOT/config.toml         root's: configuration (optional; defaults apply)
+//	ROOT/install.json        root's: install metadata (owner uid/gid, version, paths)
+//	ROOT/system/             root's (0755): what only root writes at run time:
+//	  helper.log               the helper's stdout/stderr under `system run -d`
+//	  helper-audit.log         the helper's audit trail, one line per call
+//	  helper.pid, bangerd.pid  records of the processes `system run -d` started
+//	                           (PID, start time, executable), read by `system stop`
+//	ROOT/jail/               root's: the Firecracker jailer's chroot base
+//	                         (privileged.JailBase); the jails below it are made by
+//	                         the helper
+//	ROOT/run/                the owner's: bangerd.sock, per-VM sockets in run/vms/
+//	ROOT/state/              the owner's: the store, images/, kernels/, disks/
+//	ROOT/logs/               the owner's: bangerd.log, VM consoles in logs/vms/
+//
+// # Ownership model
+//
+// Two parties act under ROOT. Root runs banger-helper and the `banger system ...`
+// commands; the owner (one unprivileged user, never root) runs bangerd and
+// everything bangerd starts. The owner can write run/, state/ and logs/ and
+// everything below them: it can plant symlinks, hard links to root's files,
+// FIFOs, sockets and directories there, and swap them while root works. So everything that runs as root treats those paths as
+// hostile:
+//
+//   - It reaches them only through directory descriptors opened beneath ROOT with
+//     openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and O_NOFOLLOW, and changes
+//     owners and modes with fchown/fchmod on the descriptor it checked, never by
+//     path.
+//   - It chowns or truncates only what it created itself (mkdirat/O_EXCL), or a
+//     directory that was root's before root handed it over; an existing file or
+//     directory of someone else is refused with an error saying what to remove.
+//   - It appends to an existing owner-side file only when that file is a regular
+//     file of the owner with one link (never a hard link to someone else's file),
+//     opened non-blocking (a FIFO cannot hang it).
+//   - It signals a process only after pinning it with a pidfd and checking its
+//     executable (device and inode) and start time against what root recorded, in
+//     ROOT/system/, when it started it.
+//   - It reads configuration and runs binaries only from root-owned paths that no
+//     one else can write, up to / (package trustfs); ROOT itself must be such a
+//     path, or root-run commands refuse to prepare it.
+//
+// The root-owned files above stay root's: nothing chowns them to the owner, and
+// the owner cannot rename, replace or delete them because ROOT and ROOT/system
+// are root's. The helper's socket (HelperSocket) is the one thing root makes for
+// the owner to use; package privileged says how it is created and handed over
+// without acting on a path the owner controls.
+//
+// bangerd never runs as root: `banger system run|install` refuse an owner of
+// uid 0.
 package layout
 
 import (
@@ -26,9 +71,9 @@ const EnvRoot = "BANGER_ROOT"
 // build one with New.
 type Layout struct {
 	Root     string
-	RunDir   string
-	StateDir string
-	LogDir   string
+	RunDir   string // the owner's
+	StateDir string // the owner's
+	LogDir   string // the owner's
 }
 
 // Resolve picks the root: the flag value if set, else $BANGER_ROOT, else DefaultRoot.
@@ -66,74 +111,63 @@ func New(root string) (Layout, error) {
 	return l, nil
 }
 
-// ConfigPath is the optional configuration file.
+// ConfigPath is the optional configuration file. Root's.
 func (l Layout) ConfigPath() string { return filepath.Join(l.Root, "config.toml") }
 
-// InstallMetadataPath records the owner and version; written by `banger system run|install`.
+// InstallMetadataPath records the owner and version; written by `banger system
+// run|install`. Root's.
 func (l Layout) InstallMetadataPath() string { return filepath.Join(l.Root, "install.json") }
 
-// DaemonSocket is bangerd's API socket.
+// SystemDir holds what only root writes at run time: the helper's logs and the
+// records of the processes `banger system run -d` started. Root's, 0755.
+func (l Layout) SystemDir() string { return filepath.Join(l.Root, "system") }
+
+// DaemonSocket is bangerd's API socket. The owner's.
 func (l Layout) DaemonSocket() string { return filepath.Join(l.RunDir, "bangerd.sock") }
 
 // HelperSocket is the root helper's socket; only the owner may connect.
 func (l Layout) HelperSocket() string { return filepath.Join(l.RunDir, "helper.sock") }
 
-// DaemonPIDFile and HelperPIDFile are written by detached `banger system run`.
-func (l Layout) DaemonPIDFile() string { return filepath.Join(l.RunDir, "bangerd.pid") }
+// DaemonPIDFile records the bangerd a detached `banger system run` started. It is
+// root's (under SystemDir): what root later signals must not be the owner's choice.
+func (l Layout) DaemonPIDFile() string { return filepath.Join(l.SystemDir(), "bangerd.pid") }
 
-// HelperPIDFile is the helper's pid file.
-func (l Layout) HelperPIDFile() string { return filepath.Join(l.RunDir, "helper.pid") }
+// HelperPIDFile records the helper a detached `banger system run` started. Root's.
+func (l Layout) HelperPIDFile() string { return filepath.Join(l.SystemDir(), "helper.pid") }
 
-// VMSocketDir holds per-VM sockets (VMM API, agent, vsock).
+// VMSocketDir holds per-VM sockets (VMM API, agent, vsock). The owner's.
 func (l Layout) VMSocketDir() string { return filepath.Join(l.RunDir, "vms") }
 
-// StorePath is the SQLite state store.
+// StorePath is the SQLite state store. The owner's.
 func (l Layout) StorePath() string { return filepath.Join(l.StateDir, "banger.db") }
 
-// ImagesDir, KernelsDir and DisksDir hold artifacts.
+// ImagesDir holds imported root filesystem images. The owner's.
 func (l Layout) ImagesDir() string { return filepath.Join(l.StateDir, "images") }
 
-// KernelsDir holds imported kernels and initrds.
+// KernelsDir holds imported kernels and initrds. The owner's.
 func (l Layout) KernelsDir() string { return filepath.Join(l.StateDir, "kernels") }
 
-// DisksDir holds per-VM copy-on-write disks.
+// DisksDir holds per-VM copy-on-write disks. The owner's.
 func (l Layout) DisksDir() string { return filepath.Join(l.StateDir, "disks") }
 
-// DaemonLog, HelperLog and AuditLog are written by the processes under `system run -d`.
+// DaemonLog is bangerd's log under `system run -d`. The owner's: root only ever
+// creates it (O_EXCL) or appends to the owner's own single-link regular file.
 func (l Layout) DaemonLog() string { return filepath.Join(l.LogDir, "bangerd.log") }
 
-// HelperLog is the helper's own log.
-func (l Layout) HelperLog() string { return filepath.Join(l.LogDir, "helper.log") }
+// HelperLog is the helper's own log under `system run -d`. Root's (under SystemDir).
+func (l Layout) HelperLog() string { return filepath.Join(l.SystemDir(), "helper.log") }
 
-// AuditLog gets one JSON line per privileged call.
-func (l Layout) AuditLog() string { return filepath.Join(l.LogDir, "helper-audit.log") }
+// AuditLog gets one JSON line per privileged call. Root's (under SystemDir), so the
+// owner can neither rewrite nor delete the trail of what it asked for.
+func (l Layout) AuditLog() string { return filepath.Join(l.SystemDir(), "helper-audit.log") }
 
-// Dirs lists the directories the layout needs, parents first.
+// Dirs lists the directories the layout needs, parents first: root's (ROOT and
+// SystemDir), then the owner's.
 func (l Layout) Dirs() []string {
-	return []string{l.Root, l.RunDir, l.VMSocketDir(), l.StateDir, l.ImagesDir(), l.KernelsDir(), l.DisksDir(), l.LogDir}
+	return append([]string{l.Root, l.SystemDir()}, l.OwnerDirs()...)
 }
 
-// Create makes every directory and, when uid >= 0, chowns them to uid:gid so an
-// unprivileged owner daemon can use a root prepared by root. The root itself is
-// left to whoever made it (root, under `system run|install`): the owner gets
-// run/, state/ and logs/, while config.toml, install.json and the jail base stay
-// root's, out of the owner's reach.
-func (l Layout) Create(uid, gid int) error {
-	if err := os.MkdirAll(l.Root, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", l.Root, err)
-	}
-	for _, d := range l.Dirs() {
-		if d == l.Root {
-			continue
-		}
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
-		}
-		if uid >= 0 {
-			if err := os.Chown(d, uid, gid); err != nil {
-				return fmt.Errorf("chown %s to %d:%d: %w", d, uid, gid, err)
-			}
-		}
-	}
-	return nil
+// OwnerDirs lists the directories the owner owns and writes, parents first.
+func (l Layout) OwnerDirs() []string {
+	return []string{l.RunDir, l.VMSocketDir(), l.StateDir, l.ImagesDir(), l.KernelsDir(), l.DisksDir(), l.LogDir}
 }

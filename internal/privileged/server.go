@@ -60,6 +60,13 @@ type ServerConfig struct {
 	BridgePrefix netip.Prefix
 	// MTU of taps the helper creates (network.mtu).
 	MTU int
+	// DNSDomain and DNSListen are dns.domain and dns.listen (config.DNSListen) of the
+	// helper's own config.toml: ResolverRouting routes that domain, and only that,
+	// to that server, and only that, for the whole host. Zero values mean the
+	// defaults of a config.toml that sets neither (config.DefaultDNSDomain, the
+	// bridge address on config.DefaultDNSPort).
+	DNSDomain string
+	DNSListen netip.AddrPort
 	// Net, Resolver and Block do the kernel work, after validation. Never nil.
 	Net      NetOps
 	Resolver ResolverOps
@@ -91,6 +98,10 @@ func (c ServerConfig) check() error {
 		return fmt.Errorf("helper server: bridge address %v is the network or broadcast address: fix network.bridge_cidr in %s", c.BridgePrefix, c.Layout.ConfigPath())
 	case c.MTU < MinMTU || c.MTU > MaxMTU:
 		return fmt.Errorf("helper server: mtu %d out of range %d-%d: fix network.mtu in %s", c.MTU, MinMTU, MaxMTU, c.Layout.ConfigPath())
+	case c.DNSDomain != "" && checkDomain(c.DNSDomain) != nil:
+		return fmt.Errorf("helper server: dns domain %q is not a valid DNS name: fix dns.domain in %s", c.DNSDomain, c.Layout.ConfigPath())
+	case c.DNSListen != (netip.AddrPort{}) && (!c.DNSListen.IsValid() || c.DNSListen.Port() == 0):
+		return fmt.Errorf("helper server: dns listen address %v has no port: fix dns.listen in %s", c.DNSListen, c.Layout.ConfigPath())
 	case c.Net == nil || c.Resolver == nil || c.Block == nil:
 		return errors.New("helper server: Net, Resolver and Block are required")
 	case c.Audit == nil:
@@ -150,9 +161,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			dmPrefix:   DMPrefix(cfg.Layout.DisksDir()),
 			logDir:     cfg.Layout.LogDir,
 			jailBase:   JailBase(cfg.Layout),
+			dnsDomain:  cfg.DNSDomain,
+			dnsListen:  cfg.DNSListen,
 		},
 		log:           log,
 		resolverState: "unknown: not requested since the helper started",
+	}
+	if s.v.dnsDomain == "" {
+		s.v.dnsDomain = config.DefaultDNSDomain
+	}
+	if s.v.dnsListen == (netip.AddrPort{}) {
+		s.v.dnsListen = netip.AddrPortFrom(cfg.BridgePrefix.Addr(), config.DefaultDNSPort)
 	}
 	s.handlers = s.handlerTable()
 	s.srv = &http.Server{

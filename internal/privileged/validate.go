@@ -51,6 +51,10 @@ type validator struct {
 	logDir string
 	// jailBase is JailBase of the layout: the only place ChownToOwner acts.
 	jailBase string
+	// dnsDomain and dnsListen are the configured VM domain and DNS server: the only
+	// routing ResolverRouting sets up.
+	dnsDomain string
+	dnsListen netip.AddrPort
 }
 
 func invalidf(format string, args ...any) *Error {
@@ -139,12 +143,27 @@ func (v validator) ensureNAT(r *EnsureNATRequest) *Error {
 	if err := checkTap("tap", r.Tap); err != nil {
 		return err
 	}
-	return v.checkGuestIP(r.GuestIP)
+	if err := v.checkGuestIP(r.GuestIP); err != nil {
+		return err
+	}
+	if !r.Enable && r.MAC == "" {
+		return nil
+	}
+	if r.MAC == "" {
+		return invalidf("mac is missing: send the guest's MAC address; its tap may send only from it")
+	}
+	if _, err := ParseGuestMAC(r.MAC); err != nil {
+		return invalidf("%v", err)
+	}
+	return nil
 }
 
-// resolverRouting requires a domain and a DNS server when enabling. The server must be
-// the bridge address or a loopback address (where bangerd's DNS server can listen), on
-// a real port.
+// resolverRouting accepts only the routing of the helper's own configuration:
+// systemd-resolved applies it for every user of the host, so a request for any
+// other domain ("com") or server (one the owner runs on 127.0.0.1:9999) would let
+// the owner answer other users' lookups. Enabling needs exactly dns.domain and
+// dns.listen of config.toml; disabling may name the domain (or nothing) and no
+// other server.
 func (v validator) resolverRouting(r *ResolverRoutingRequest) *Error {
 	if err := v.checkBridge("bridge", r.Bridge); err != nil {
 		return err
@@ -153,20 +172,18 @@ func (v validator) resolverRouting(r *ResolverRoutingRequest) *Error {
 		if err := checkDomain(r.Domain); err != nil {
 			return err
 		}
+		if r.Domain != v.dnsDomain {
+			return invalidf("domain %q is not banger's: this helper routes only %q (dns.domain in config.toml), whose names only banger's DNS server answers", r.Domain, v.dnsDomain)
+		}
 	}
 	if !r.Enable && !r.DNS.IsValid() {
 		return nil
 	}
-	a := r.DNS.Addr()
 	switch {
 	case !r.DNS.IsValid():
-		return invalidf("dns is missing: send the DNS server's address and port, e.g. %s:%d", v.prefix.Addr(), config.DefaultDNSPort)
-	case !a.Is4():
-		return invalidf("dns %s is not IPv4: banger's DNS server listens on the bridge address or loopback", r.DNS)
-	case a != v.prefix.Addr() && !a.IsLoopback():
-		return invalidf("dns %s is neither the bridge address %s nor loopback: banger's DNS server listens on one of those (dns.listen in config.toml)", r.DNS, v.prefix.Addr())
-	case r.DNS.Port() == 0:
-		return invalidf("dns %s has port 0: use the DNS server's port, 1-65535", r.DNS)
+		return invalidf("dns is missing: send banger's DNS server, %s (dns.listen in config.toml)", v.dnsListen)
+	case r.DNS != v.dnsListen:
+		return invalidf("dns %s is not banger's DNS server: this helper routes only to %s (dns.listen in config.toml)", r.DNS, v.dnsListen)
 	}
 	return nil
 }

@@ -163,6 +163,13 @@ func TestHostileInputIsRefused(t *testing.T) {
 		resolverCase("foreign DNS server", ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "vm", DNS: netip.MustParseAddrPort("8.8.8.8:53")}),
 		resolverCase("DNS port 0", ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "vm", DNS: netip.AddrPortFrom(testPrefix.Addr(), 0)}),
 		resolverCase("resolver on eth0", ResolverRoutingRequest{Enable: true, Bridge: "eth0", Domain: "vm", DNS: okDNS}),
+		// Valid names and servers that are not the configured ones: routing them would
+		// send every user's lookups for the domain to a server the owner picked.
+		resolverCase("a whole TLD", ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "com", DNS: okDNS}),
+		resolverCase("a subdomain of the configured one", ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "x.vm", DNS: okDNS}),
+		resolverCase("the owner's server on loopback", ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "vm", DNS: netip.MustParseAddrPort("127.0.0.1:9999")}),
+		resolverCase("the bridge on another port", ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "vm", DNS: netip.AddrPortFrom(testPrefix.Addr(), 53)}),
+		resolverCase("disable another domain", ResolverRoutingRequest{Enable: false, Bridge: testBridge, Domain: "com"}),
 		{"remove eth0", func(ctx context.Context, c *Client) error {
 			return c.RemoveNetwork(ctx, RemoveNetworkRequest{Bridge: "eth0"})
 		}},
@@ -285,21 +292,21 @@ func TestValidInputReachesNetOps(t *testing.T) {
 		}, []netCall{{"CreateTap", []any{"tap-vm-deadbeef", testBridge, testMTU, h.ownerUID, h.ownerGID}}}},
 		{"DeleteTap", func() error {
 			return h.client.DeleteTap(ctx, DeleteTapRequest{Name: "tap-pool-999999"})
-		}, []netCall{{"DeleteTap", []any{"tap-pool-999999"}}}},
+		}, []netCall{{"DeleteTap", []any{h.scope(), "tap-pool-999999"}}}},
 		{"EnsureNAT", func() error {
-			return h.client.EnsureNAT(ctx, EnsureNATRequest{GuestIP: guest, Tap: "tap-pool-2", Enable: true})
-		}, []netCall{{"EnsureNAT", []any{testBridge, guest, "tap-pool-2", true}}}},
+			return h.client.EnsureNAT(ctx, EnsureNATRequest{GuestIP: guest, MAC: testGuestMAC, Tap: "tap-pool-2", Enable: true})
+		}, []netCall{{"EnsureNAT", []any{h.scope(), guest, testGuestMAC, "tap-pool-2", true}}}},
 		{"EnsureNAT off", func() error {
 			return h.client.EnsureNAT(ctx, EnsureNATRequest{GuestIP: netip.MustParseAddr("172.30.99.2"), Tap: "tap-vm-0", Enable: false})
-		}, []netCall{{"EnsureNAT", []any{testBridge, netip.MustParseAddr("172.30.99.2"), "tap-vm-0", false}}}},
+		}, []netCall{{"EnsureNAT", []any{h.scope(), netip.MustParseAddr("172.30.99.2"), "", "tap-vm-0", false}}}},
 		{"ResolverRouting", func() error {
-			_, err := h.client.ResolverRouting(ctx, ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "vm.test", DNS: dns})
+			_, err := h.client.ResolverRouting(ctx, ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "vm", DNS: dns})
 			return err
-		}, []netCall{{"Route", []any{testBridge, "vm.test", dns, true}}}},
-		{"ResolverRouting loopback", func() error {
-			_, err := h.client.ResolverRouting(ctx, ResolverRoutingRequest{Enable: true, Bridge: testBridge, Domain: "vm", DNS: netip.MustParseAddrPort("127.0.0.1:5353")})
+		}, []netCall{{"Route", []any{testBridge, "vm", dns, true}}}},
+		{"ResolverRouting off naming the domain", func() error {
+			_, err := h.client.ResolverRouting(ctx, ResolverRoutingRequest{Enable: false, Bridge: testBridge, Domain: "vm"})
 			return err
-		}, []netCall{{"Route", []any{testBridge, "vm", netip.MustParseAddrPort("127.0.0.1:5353"), true}}}},
+		}, []netCall{{"Route", []any{testBridge, "vm", netip.AddrPort{}, false}}}},
 		{"ResolverRouting off", func() error {
 			_, err := h.client.ResolverRouting(ctx, ResolverRoutingRequest{Enable: false, Bridge: testBridge})
 			return err
