@@ -143,19 +143,7 @@ func (v validator) ensureNAT(r *EnsureNATRequest) *Error {
 	if err := checkTap("tap", r.Tap); err != nil {
 		return err
 	}
-	if err := v.checkGuestIP(r.GuestIP); err != nil {
-		return err
-	}
-	if !r.Enable && r.MAC == "" {
-		return nil
-	}
-	if r.MAC == "" {
-		return invalidf("mac is missing: send the guest's MAC address; its tap may send only from it")
-	}
-	if _, err := ParseGuestMAC(r.MAC); err != nil {
-		return invalidf("%v", err)
-	}
-	return nil
+	return v.checkGuestIP(r.GuestIP)
 }
 
 // resolverRouting accepts only the routing of the helper's own configuration:
