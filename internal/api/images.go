@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"time"
@@ -18,6 +19,7 @@ const (
 	PathImages      = Prefix + "/images"        // GET: list
 	PathImagePull   = Prefix + "/images/pull"   // POST: ImagePullRequest, streams ImageStreamLine
 	PathImageImport = Prefix + "/images/import" // POST: ImageImportRequest, streams ImageStreamLine
+	PathImageUpload = Prefix + "/images/upload" // POST: a local input's bytes, ImageUpload in the query; streams ImageStreamLine
 	// PathImage + "/{ref}" — GET inspect, DELETE remove (?force=1). ref is
 	// path-escaped: tags hold '/' and ':'.
 	PathImage = Prefix + "/images/"
@@ -50,6 +52,60 @@ type ImagePullRequest struct {
 type ImageImportRequest struct {
 	Path string `json:"path"`
 	Name string `json:"name,omitempty"`
+}
+
+// ImageUpload describes a local input that the CLI read as its caller and sends as
+// the request body. Local files are read by whoever runs the CLI, not by bangerd:
+// what the caller can read imports (a root-owned 0600 archive, when root runs the
+// CLI), and bangerd, which runs as the owner, never opens the caller's files.
+type ImageUpload struct {
+	// Op is "import" (a rootfs tarball or ext4 file, or a directory sent as a tar)
+	// or "pull" (a docker archive, or an OCI layout directory sent as a tar).
+	Op string
+	// Kind is "file" (the file's bytes), "dir" (a directory as a deterministic
+	// tar) or "layout" (an OCI image layout directory as a tar).
+	Kind string
+	// Source is the caller's path, for the image's record and for messages.
+	Source string
+	// Name tags the image (import: default from Source; pull: an extra tag).
+	Name string
+	// Tag picks one image of a layout or archive holding several.
+	Tag string
+}
+
+// Upload ops and kinds.
+const (
+	UploadImport = "import"
+	UploadPull   = "pull"
+	UploadFile   = "file"
+	UploadDir    = "dir"
+	UploadLayout = "layout"
+)
+
+// Query encodes u for the request URL.
+func (u ImageUpload) Query() url.Values {
+	return url.Values{"op": {u.Op}, "kind": {u.Kind}, "source": {u.Source}, "name": {u.Name}, "tag": {u.Tag}}
+}
+
+// ParseImageUpload reads and checks an upload's query.
+func ParseImageUpload(q url.Values) (ImageUpload, error) {
+	u := ImageUpload{Op: q.Get("op"), Kind: q.Get("kind"), Source: q.Get("source"), Name: q.Get("name"), Tag: q.Get("tag")}
+	switch {
+	case u.Op == UploadImport && (u.Kind == UploadFile || u.Kind == UploadDir):
+	case u.Op == UploadPull && (u.Kind == UploadFile || u.Kind == UploadLayout):
+	default:
+		return ImageUpload{}, fmt.Errorf("image upload: op %q with kind %q is not one of import file|dir or pull file|layout", u.Op, u.Kind)
+	}
+	if u.Source == "" {
+		return ImageUpload{}, fmt.Errorf("image upload: source (the caller's path) is missing")
+	}
+	return u, nil
+}
+
+// UploadImage sends a local input (see ImageUpload), calling onEvent for each
+// progress event of the conversion that follows.
+func (c *Client) UploadImage(ctx context.Context, u ImageUpload, body io.Reader, onEvent progress.Func) (ImageResult, error) {
+	return streamBody[ImageResult](ctx, c, PathImageUpload+"?"+u.Query().Encode(), "application/octet-stream", body, onEvent)
 }
 
 // ImageResult ends a pull or import.
@@ -110,16 +166,23 @@ func (c *Client) RemoveImage(ctx context.Context, ref string, force bool) (Image
 
 // stream posts in and reads an NDJSON answer of StreamLine[T].
 func stream[T any](ctx context.Context, c *Client, path string, in any, onEvent progress.Func) (T, error) {
-	var zero T
 	b, err := json.Marshal(in)
 	if err != nil {
+		var zero T
 		return zero, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://bangerd"+path, bytes.NewReader(b))
+	return streamBody[T](ctx, c, path, "application/json", bytes.NewReader(b), onEvent)
+}
+
+// streamBody posts body to path and reads the NDJSON answer: progress events, then
+// a result or an error.
+func streamBody[T any](ctx context.Context, c *Client, path, contentType string, body io.Reader, onEvent progress.Func) (T, error) {
+	var zero T
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://bangerd"+path, body)
 	if err != nil {
 		return zero, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return zero, c.transportError(http.MethodPost, path, err)

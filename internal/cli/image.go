@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/image/oci"
 	"banger/internal/image/progress"
 )
 
@@ -64,7 +66,15 @@ func newImagePullCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := cl.PullImage(cmd.Context(), api.ImagePullRequest{Ref: absRef(args[0]), Name: name}, progressFor(env, asJSON))
+			ref := absRef(args[0])
+			var res api.ImageResult
+			if src, perr := oci.ParseSource(ref); perr == nil && src.Kind != oci.KindRegistry {
+				res, err = uploadPull(cmd.Context(), cl, src, name, progressFor(env, asJSON))
+			} else if perr != nil && !errors.Is(perr, oci.ErrBadReference) {
+				return localError(ref, perr)
+			} else {
+				res, err = cl.PullImage(cmd.Context(), api.ImagePullRequest{Ref: ref, Name: name}, progressFor(env, asJSON))
+			}
 			if err != nil {
 				return err
 			}
@@ -112,7 +122,7 @@ func newImageImportCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := cl.ImportImage(cmd.Context(), api.ImageImportRequest{Path: path, Name: name}, progressFor(env, asJSON))
+			res, err := uploadImport(cmd.Context(), cl, path, name, progressFor(env, asJSON))
 			if err != nil {
 				return err
 			}

@@ -47,6 +47,7 @@ func (d *Daemon) streamHandlers() map[string]http.HandlerFunc {
 	return map[string]http.HandlerFunc{
 		"POST " + api.PathImagePull:          d.pullImage,
 		"POST " + api.PathImageImport:        d.importImage,
+		"POST " + api.PathImageUpload:        d.uploadImage,
 		"GET " + api.PathVM + "{ref}/logs":   d.vmLogs,
 		"GET " + api.PathVM + "{ref}/attach": d.attachVM,
 	}

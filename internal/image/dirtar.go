@@ -170,3 +170,11 @@ func splitNul(b []byte) []string {
 	}
 	return out
 }
+
+// WriteDirTar writes the tree at root as the deterministic tar stream that importing
+// the directory hashes and converts (see writeDirTar): the CLI sends a directory to
+// bangerd this way, read with the caller's rights, and the image gets the same ID as
+// an import of the directory itself.
+func WriteDirTar(ctx context.Context, root string, w io.Writer) error {
+	return writeDirTar(ctx, root, w)
+}

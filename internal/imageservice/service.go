@@ -193,6 +193,76 @@ func (s *Service) Import(ctx context.Context, path, name string, onEvent progres
 	})
 }
 
+// ImportLocal imports bangerd's staged copy (path) of a caller's local input: a
+// rootfs tarball or ext4 file, or, with asDir, a directory the CLI sent as the
+// deterministic tar that importing the directory itself would hash (so the image has
+// the same ID either way). source is the caller's path: the image records it, its
+// default name comes from it, and messages name it instead of the staged copy.
+func (s *Service) ImportLocal(ctx context.Context, path, source string, asDir bool, name string, onEvent progress.Func) (Result, error) {
+	if name == "" {
+		name = defaultName(source)
+	}
+	b, err := s.builder()
+	if err != nil {
+		return Result{}, err
+	}
+	r, err := b.ResolveImport(ctx, path)
+	if err != nil {
+		return Result{}, local(err, path, source)
+	}
+	fix := func(r *image.Resolved) {
+		r.Source = source
+		if asDir {
+			r.Kind = image.KindRootfsDir
+		}
+	}
+	fix(&r)
+	res, err := s.materialise(ctx, r, name, onEvent, func(dst string, opts image.Options) (image.Result, error) {
+		res, err := b.Import(ctx, path, dst, opts)
+		fix(&res.Resolved)
+		return res, err
+	})
+	return res, local(err, path, source)
+}
+
+// PullLocal pulls ref, a docker-archive: or oci: reference to bangerd's staged copy
+// (path) of a caller's archive or layout; source is the caller's path, recorded and
+// named in messages instead of the copy.
+func (s *Service) PullLocal(ctx context.Context, ref, path, source, name string, onEvent progress.Func) (Result, error) {
+	b, err := s.builder()
+	if err != nil {
+		return Result{}, err
+	}
+	r, err := b.Resolve(ctx, ref)
+	if err != nil {
+		return Result{}, local(err, path, source)
+	}
+	r.Source = source
+	res, err := s.materialise(ctx, r, name, onEvent, func(dst string, opts image.Options) (image.Result, error) {
+		res, err := b.Pull(ctx, ref, dst, opts)
+		res.Source = source
+		return res, err
+	})
+	return res, local(err, path, source)
+}
+
+// local rewrites the staged copy's path in an error to the caller's, keeping what
+// the error wraps (errors.Is still sees ErrNotImage and the rest).
+func local(err error, staged, source string) error {
+	if err == nil || !strings.Contains(err.Error(), staged) {
+		return err
+	}
+	return &renamedError{msg: strings.ReplaceAll(err.Error(), staged, source), err: err}
+}
+
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e *renamedError) Error() string { return e.msg }
+func (e *renamedError) Unwrap() error { return e.err }
+
 // defaultName makes a tag from a file name: "debian-rootfs.tar.gz" → "debian-rootfs".
 func defaultName(path string) string {
 	base := filepath.Base(filepath.Clean(path))
