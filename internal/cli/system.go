@@ -14,6 +14,7 @@ import (
 	"banger/internal/linuxnet"
 	"banger/internal/privileged"
 	"banger/internal/system"
+	"banger/internal/termsafe"
 )
 
 func newSystemCmd(env *Env) *cobra.Command {
@@ -39,8 +40,14 @@ func newSystemRunCmd(env *Env) *cobra.Command {
 containers without systemd. In the foreground both stop on Ctrl-C; with -d they keep
 running, logging under ROOT/logs, until ` + "`banger system stop`" + `.
 
-Must run as root. The owner is --owner, else the user who ran sudo, else the owner
-recorded by an earlier run, else root.`,
+Must run as root. bangerd runs as the owner: --owner, else the user who ran sudo,
+else the owner recorded by an earlier run. It never runs as root: without any of
+these (a root shell, no --owner) the command refuses; pass --owner USER, or run it
+via sudo from your account.
+
+Root trusts nothing the owner can write: ROOT must be root's, banger-helper root's
+in root's directories, and a symlink, hard link or FIFO the owner planted in
+run/, state/ or logs/ is refused, not followed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := env.Layout()
@@ -48,7 +55,7 @@ recorded by an earlier run, else root.`,
 				return err
 			}
 			fallback := -1
-			if md, err := privileged.ReadInstallMetadata(l.InstallMetadataPath()); err == nil {
+			if md, err := privileged.ReadTrustedInstallMetadata(l.InstallMetadataPath()); err == nil {
 				fallback = md.OwnerUID
 			}
 			o, err := system.ResolveOwner(owner, fallback)
@@ -58,7 +65,7 @@ recorded by an earlier run, else root.`,
 			return startInstance(cmd, env, o, detach, timeout)
 		},
 	}
-	cmd.Flags().StringVar(&owner, "owner", "", "user (name or uid) bangerd runs as and the helper accepts")
+	cmd.Flags().StringVar(&owner, "owner", "", "user (name or uid, never root) bangerd runs as and the helper accepts")
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "return once both are ready, leaving them running")
 	cmd.Flags().DurationVar(&timeout, "start-timeout", 30*time.Second, "how long each process may take to become ready")
 	return cmd
@@ -143,7 +150,18 @@ func newSystemStatusCmd(env *Env) *cobra.Command {
 	return cmd
 }
 
+// printStatus prints what bangerd reported. bangerd is the owner's, and this may
+// run as root: every string it sent is made safe for a terminal first.
 func printStatus(env *Env, st api.StatusResponse) {
+	st.Version, st.Root = termsafe.String(st.Version), termsafe.String(st.Root)
+	st.Helper.Version, st.Helper.Error = termsafe.String(st.Helper.Version), termsafe.String(st.Helper.Error)
+	sn := &st.Network
+	sn.Bridge, sn.Address, sn.NFTName = termsafe.String(sn.Bridge), termsafe.String(sn.Address), termsafe.String(sn.NFTName)
+	for i, t := range sn.TapPool.IdleTaps {
+		sn.TapPool.IdleTaps[i] = termsafe.String(t)
+	}
+	sd := &st.DNS
+	sd.Domain, sd.Listen, sd.ResolverRouting, sd.Hint = termsafe.String(sd.Domain), termsafe.String(sd.Listen), termsafe.String(sd.ResolverRouting), termsafe.String(sd.Hint)
 	w := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
 	defer w.Flush()
 	fmt.Fprintf(w, "bangerd\tup %s, pid %d, version %s\n", st.Uptime.Round(time.Second), st.PID, st.Version)

@@ -5,11 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"banger/internal/config"
 	"banger/internal/linuxnet"
 	"banger/internal/privileged"
 	"banger/internal/system"
@@ -25,7 +25,10 @@ func newSystemInstallCmd(env *Env) *cobra.Command {
 		Short: "Install banger-helper and bangerd as systemd services",
 		Long: `Copy the binaries to --bin-dir, prepare the root for the owner, record the owner in
 ROOT/install.json and write two hardened units (banger-helper as root, bangerd as the
-owner). Where systemd runs, enable and start them. Run as root.`,
+owner). Where systemd runs, enable and start them. Run as root.
+
+bangerd never runs as root: the owner is --owner, else the user who ran sudo;
+root is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := env.Layout()
@@ -45,7 +48,7 @@ owner). Where systemd runs, enable and start them. Run as root.`,
 			})
 		},
 	}
-	cmd.Flags().StringVar(&owner, "owner", "", "user (name or uid) bangerd runs as (default: the user who ran sudo)")
+	cmd.Flags().StringVar(&owner, "owner", "", "user (name or uid, never root) bangerd runs as (default: the user who ran sudo)")
 	cmd.Flags().StringVar(&unitDir, "unit-dir", "/etc/systemd/system", "where to write the units")
 	cmd.Flags().StringVar(&binDir, "bin-dir", "/usr/local/bin", "where to install the binaries")
 	cmd.Flags().BoolVar(&noStart, "no-start", false, "write the units but do not enable or start them")
@@ -66,7 +69,8 @@ func newSystemUninstallCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := config.Load(l.ConfigPath())
+			// Root deletes the bridge config.toml names: only root's config counts.
+			cfg, err := system.LoadConfig(l)
 			if err != nil {
 				return err
 			}
@@ -104,11 +108,12 @@ func newSystemRestartCmd(env *Env) *cobra.Command {
 				fmt.Fprintln(env.Out, "restarted")
 				return nil
 			}
-			md, err := privileged.ReadInstallMetadata(l.InstallMetadataPath())
+			md, err := privileged.ReadTrustedInstallMetadata(l.InstallMetadataPath())
 			if err != nil {
 				return fmt.Errorf("no install metadata under %s (%w): start banger with `banger system run -d --owner USER` first", l.Root, err)
 			}
-			o, err := system.ResolveOwner("", md.OwnerUID)
+			// The recorded owner, not whoever ran sudo: a restart keeps the instance as it was.
+			o, err := system.ResolveOwner(strconv.Itoa(md.OwnerUID), -1)
 			if err != nil {
 				return err
 			}

@@ -45,6 +45,9 @@ func Install(ctx context.Context, o InstallOptions) error {
 	if os.Geteuid() != 0 {
 		return errors.New("banger system install writes systemd units and a root-owned helper: run it as root (sudo banger system install --owner $USER)")
 	}
+	if err := checkOwner(o.Owner); err != nil {
+		return err
+	}
 	if o.SrcDir != "" && o.SrcDir != o.BinDir {
 		for _, b := range Binaries {
 			src := filepath.Join(o.SrcDir, b)

@@ -4,6 +4,7 @@
 package system
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -17,9 +18,15 @@ type Owner struct {
 	Home     string
 }
 
+// ErrRootOwner is the refusal of root as the owner. bangerd runs as the owner, and
+// it must never run as root: the whole point of the split is that daily VM work,
+// and everything a guest can make bangerd do, runs without privilege.
+var ErrRootOwner = errors.New("bangerd must not run as root: pass --owner USER, or run via sudo from your account")
+
 // ResolveOwner turns --owner (a user name or numeric uid) into an Owner. With an empty
 // spec it uses the user who ran sudo (SUDO_UID), else fallback (the recorded owner, or
-// -1 for none), else the caller.
+// -1 for none), else the caller. Root (uid 0) is refused, however it was named:
+// ErrRootOwner.
 func ResolveOwner(spec string, fallback int) (Owner, error) {
 	if spec == "" {
 		if s := os.Getenv("SUDO_UID"); s != "" {
@@ -49,6 +56,9 @@ func ResolveOwner(spec string, fallback int) (Owner, error) {
 	gid, err := strconv.Atoi(u.Gid)
 	if err != nil {
 		return Owner{}, fmt.Errorf("owner %q: gid %q is not numeric", spec, u.Gid)
+	}
+	if uid == 0 {
+		return Owner{}, fmt.Errorf("owner %q is root: %w", spec, ErrRootOwner)
 	}
 	return Owner{UID: uid, GID: gid, Name: u.Username, Home: u.HomeDir}, nil
 }

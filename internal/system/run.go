@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -12,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +21,8 @@ import (
 	"banger/internal/config"
 	"banger/internal/layout"
 	"banger/internal/privileged"
+	"banger/internal/trustfs"
+	"banger/internal/vmm/process"
 )
 
 // RouteLister reads the host's routes for the bridge CIDR overlap check.
@@ -62,16 +64,29 @@ func FindBinary(name string) (string, error) {
 }
 
 // Run starts the root helper (as root) and bangerd (as the owner). A failed start
-// stops whatever it started and leaves no socket or pid file behind.
+// stops whatever it started and leaves no socket or pid record behind.
+//
+// Root trusts nothing the owner can write (see package layout): the root must be
+// root's, the helper binary root's in root's directories (it is executed through
+// the descriptor that was checked), the logs are opened by descriptor, and what
+// `system stop` will signal is recorded in ROOT/system, which only root writes.
 func Run(ctx context.Context, o RunOptions) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("banger system run starts the root helper, so it must run as root: sudo banger system run --owner $USER")
+	}
+	if err := checkOwner(o.Owner); err != nil {
+		return err
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 30 * time.Second
 	}
 	l := o.Layout
-	cfg, err := config.Load(l.ConfigPath())
+	helperBin, err := trustfs.OpenBinary(o.HelperBin)
+	if err != nil {
+		return fmt.Errorf("banger-helper runs as root, so its binary must be root's: %w", err)
+	}
+	defer helperBin.Close()
+	cfg, err := LoadConfig(l)
 	if err != nil {
 		return err
 	}
@@ -84,15 +99,32 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 			return err
 		}
 	}
-	if pid, ok := running(l); ok {
-		return fmt.Errorf("banger is already running under %s (pid %d): stop it with `banger system stop --root %s` first", l.Root, pid, l.Root)
-	}
 	if err := l.Create(o.Owner.UID, o.Owner.GID); err != nil {
 		return err
+	}
+	rfs, err := openRootFS(l)
+	if err != nil {
+		return err
+	}
+	defer rfs.Close()
+	if what, ok := running(rfs); ok {
+		return fmt.Errorf("banger is already running under %s (%s): stop it with `banger system stop --root %s` first", l.Root, what, l.Root)
 	}
 	md := privileged.InstallMetadata{OwnerUID: o.Owner.UID, OwnerGID: o.Owner.GID, Version: buildinfo.Get(), Root: l.Root, Created: time.Now().UTC()}
 	if err := privileged.WriteInstallMetadata(l.InstallMetadataPath(), md); err != nil {
 		return err
+	}
+	var helperLog, daemonLog *os.File
+	if o.Detach {
+		// Both opened before anything starts: a planted log refuses the start cleanly.
+		if helperLog, err = rfs.openRootLog(l.HelperLog()); err != nil {
+			return err
+		}
+		defer helperLog.Close() // the child holds its own descriptor
+		if daemonLog, err = rfs.openOwnerLog(l.DaemonLog(), o.Owner); err != nil {
+			return err
+		}
+		defer daemonLog.Close()
 	}
 
 	var started []*proc
@@ -101,12 +133,12 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 			for i := len(started) - 1; i >= 0; i-- {
 				started[i].stop(10 * time.Second)
 			}
-			cleanupRuntime(l)
+			cleanupRuntime(rfs)
 		}
 	}()
 
 	helper, err := startProc(ctx, procSpec{
-		name: "banger-helper", bin: o.HelperBin, log: l.HelperLog(), detach: o.Detach,
+		name: "banger-helper", path: helperBin.ExecPath(), argv0: helperBin.Path, log: helperLog,
 		args: []string{"--root", l.Root, "--owner-uid", strconv.Itoa(o.Owner.UID), "--owner-gid", strconv.Itoa(o.Owner.GID)},
 	})
 	if err != nil {
@@ -119,7 +151,7 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 	fmt.Fprintf(o.Out, "banger-helper ready (pid %d, socket %s)\n", helper.cmd.Process.Pid, l.HelperSocket())
 
 	daemon, err := startProc(ctx, procSpec{
-		name: "bangerd", bin: o.DaemonBin, log: l.DaemonLog(), detach: o.Detach, owner: &o.Owner,
+		name: "bangerd", path: o.DaemonBin, argv0: o.DaemonBin, log: daemonLog, owner: &o.Owner,
 		args: []string{"--root", l.Root},
 	})
 	if err != nil {
@@ -132,14 +164,20 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 	}
 	fmt.Fprintf(o.Out, "bangerd ready (pid %d, user %s, socket %s)\n", daemon.cmd.Process.Pid, o.Owner.Name, l.DaemonSocket())
 
-	if err := writePID(l.HelperPIDFile(), helper.cmd.Process.Pid); err != nil {
-		return err
-	}
-	if err := writePID(l.DaemonPIDFile(), daemon.cmd.Process.Pid); err != nil {
-		return err
+	for _, r := range []struct {
+		p    *proc
+		path string
+	}{{helper, l.HelperPIDFile()}, {daemon, l.DaemonPIDFile()}} {
+		rec, err := recordProcess(r.p.cmd.Process.Pid)
+		if err != nil {
+			return fmt.Errorf("record %s: %w", r.p.name, err)
+		}
+		if err := rfs.writeRecord(r.path, rec); err != nil {
+			return err
+		}
 	}
 	if o.Detach {
-		fmt.Fprintf(o.Out, "running detached; logs in %s; stop with `banger system stop --root %s`\n", l.LogDir, l.Root)
+		fmt.Fprintf(o.Out, "running detached; logs in %s (bangerd) and %s (banger-helper); stop with `banger system stop --root %s`\n", l.DaemonLog(), l.HelperLog(), l.Root)
 		return nil
 	}
 
@@ -158,37 +196,83 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 	}
 	daemon.stop(15 * time.Second)
 	helper.stop(10 * time.Second)
-	cleanupRuntime(l)
+	cleanupRuntime(rfs)
+	return nil
+}
+
+// checkOwner refuses root as the owner: bangerd never runs as root.
+func checkOwner(o Owner) error {
+	if o.UID == 0 {
+		return ErrRootOwner
+	}
+	if o.UID < 0 || o.GID < 0 {
+		return fmt.Errorf("owner uid/gid %d:%d must be set: pass --owner USER", o.UID, o.GID)
+	}
 	return nil
 }
 
 // Stop ends a detached instance: SIGTERM to bangerd, then to the helper, each waited
-// for and killed after timeout; then removes pid files and stale sockets.
+// for and killed after timeout; then removes the records and stale sockets. A
+// process is signalled only through a pidfd, after checking it is the very process
+// `system run` recorded (start time and executable): a record whose PID now names
+// another process is refused, reported, and that process is left alone.
 func Stop(ctx context.Context, l layout.Layout, timeout time.Duration, out io.Writer) error {
+	rfs, err := openRootFS(l)
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(out, "banger is not running under %s\n", l.Root)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer rfs.Close()
 	stopped := 0
-	for _, f := range []struct{ name, pidfile string }{{"bangerd", l.DaemonPIDFile()}, {"banger-helper", l.HelperPIDFile()}} {
-		pid, err := readPID(f.pidfile)
-		if err != nil {
+	for _, f := range []struct{ name, record string }{{"bangerd", l.DaemonPIDFile()}, {"banger-helper", l.HelperPIDFile()}} {
+		rec, err := rfs.readRecord(f.record)
+		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err := terminate(ctx, pid, timeout); err != nil {
-			return fmt.Errorf("stop %s (pid %d): %w", f.name, pid, err)
+		if err != nil {
+			return fmt.Errorf("stop %s: %w", f.name, err)
 		}
-		fmt.Fprintf(out, "%s stopped (pid %d)\n", f.name, pid)
+		p, err := pin(rec)
+		switch {
+		case errors.Is(err, process.ErrNotRunning):
+			rfs.removeRecord(f.record)
+			continue
+		case errors.Is(err, errNotOurs):
+			fmt.Fprintf(out, "refusing to signal %s's recorded pid %d: %v; it was left alone and the stale record %s removed\n", f.name, rec.PID, err, f.record)
+			rfs.removeRecord(f.record)
+			continue
+		case err != nil:
+			return fmt.Errorf("stop %s (pid %d): %w", f.name, rec.PID, err)
+		}
+		err = p.terminate(ctx, timeout)
+		p.close()
+		if err != nil {
+			return fmt.Errorf("stop %s (pid %d): %w", f.name, rec.PID, err)
+		}
+		rfs.removeRecord(f.record)
+		fmt.Fprintf(out, "%s stopped (pid %d)\n", f.name, rec.PID)
 		stopped++
 	}
-	cleanupRuntime(l)
+	cleanupRuntime(rfs)
 	if stopped == 0 {
 		fmt.Fprintf(out, "banger is not running under %s\n", l.Root)
 	}
 	return nil
 }
 
-// running reports a live daemon or helper recorded in the pid files.
-func running(l layout.Layout) (int, bool) {
+// running reports a live daemon or helper: one recorded (and still the recorded
+// process), or one answering on its socket.
+func running(rfs *rootFS) (string, bool) {
+	l := rfs.l
 	for _, f := range []string{l.DaemonPIDFile(), l.HelperPIDFile()} {
-		if pid, err := readPID(f); err == nil && alive(pid) {
-			return pid, true
+		if rec, err := rfs.readRecord(f); err == nil {
+			if p, err := pin(rec); err == nil {
+				p.close()
+				return fmt.Sprintf("pid %d", rec.PID), true
+			}
 		}
 	}
 	for _, s := range []string{l.DaemonSocket(), l.HelperSocket()} {
@@ -196,23 +280,33 @@ func running(l layout.Layout) (int, bool) {
 		err := dialUnix(ctx, s)
 		cancel()
 		if err == nil {
-			return 0, true
+			return "listening on " + s, true
 		}
 	}
-	return 0, false
+	return "", false
 }
 
-// cleanupRuntime removes pid files and sockets nothing listens on any more.
-func cleanupRuntime(l layout.Layout) {
+// cleanupRuntime removes records of processes that are gone and sockets nothing
+// listens on any more.
+func cleanupRuntime(rfs *rootFS) {
+	l := rfs.l
 	for _, f := range []string{l.DaemonPIDFile(), l.HelperPIDFile()} {
-		if pid, err := readPID(f); err != nil || !alive(pid) {
-			_ = os.Remove(f)
+		rec, err := rfs.readRecord(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
 		}
+		if err == nil {
+			if p, err := pin(rec); err == nil {
+				p.close()
+				continue // still running
+			}
+		}
+		rfs.removeRecord(f)
 	}
 	for _, s := range []string{l.DaemonSocket(), l.HelperSocket()} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if dialUnix(ctx, s) != nil {
-			_ = os.Remove(s)
+			rfs.removeSocket(s)
 		}
 		cancel()
 	}
@@ -225,69 +319,4 @@ func dialUnix(ctx context.Context, path string) error {
 		return err
 	}
 	return c.Close()
-}
-
-func writePID(path string, pid int) error {
-	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write pid file: %w", err)
-	}
-	return nil
-}
-
-func readPID(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("pid file %s: bad content %q", path, b)
-	}
-	return pid, nil
-}
-
-// alive reports whether pid runs. A zombie (exited, not yet reaped by whoever
-// inherited it) does not count.
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return (err == nil || errors.Is(err, syscall.EPERM)) && !isZombie(pid)
-}
-
-// terminate sends SIGTERM and waits up to timeout for pid to go, then SIGKILLs it.
-func terminate(ctx context.Context, pid int, timeout time.Duration) error {
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return nil
-		}
-		return err
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline.C:
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			return nil
-		case <-tick.C:
-			if !alive(pid) {
-				return nil
-			}
-		}
-	}
-}
-
-// isZombie is true for a process that exited but was not reaped yet (a detached child
-// of a process that is gone is reaped by init; until then it still answers kill -0).
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }

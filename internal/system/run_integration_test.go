@@ -129,7 +129,7 @@ func TestSystemRunStatusStop(t *testing.T) {
 	}
 
 	// bangerd runs as the owner, not root.
-	pid := readPID(t, filepath.Join(e.root, "run", "bangerd.pid"))
+	pid := readPID(t, filepath.Join(e.root, "system", "bangerd.pid"))
 	if got := procUID(t, pid); got != uid {
 		t.Errorf("bangerd runs as uid %d, want the owner %d", got, uid)
 	}
@@ -248,17 +248,20 @@ func assertNoRuntime(t *testing.T, root string) {
 	}
 }
 
+// readPID reads the PID from a record `system run -d` wrote under ROOT/system.
 func readPID(t *testing.T, path string) int {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
+	var rec struct {
+		PID int `json:"pid"`
 	}
-	return pid
+	if err := json.Unmarshal(b, &rec); err != nil || rec.PID <= 0 {
+		t.Fatalf("record %s: %v (%q)", path, err, b)
+	}
+	return rec.PID
 }
 
 func procUID(t *testing.T, pid int) int {
