@@ -55,16 +55,18 @@ NoNewPrivileges=yes
 #   CAP_DAC_OVERRIDE  opening the owner's disk files and directories (0640/0750,
 #                     the owner's) to back loop devices and to build jails
 #   CAP_FOWNER        hard-linking the owner's files into a jail
-#                     (fs.protected_hardlinks) and fchmod of what it hands over
+#                     (fs.protected_hardlinks: linking a file one does not own)
+#   CAP_DAC_READ_SEARCH  placing a checked file into a jail by its descriptor
+#                     (linkat with AT_EMPTY_PATH requires it)
 #   CAP_CHOWN         handing the sockets and device nodes it made to the owner, and
 #                     the jail's files to the jailed uid
-#   CAP_MKNOD         dmsetup mknodes, and the jailer's /dev/kvm and /dev/net/tun
-#                     nodes inside a jail
+#   CAP_MKNOD         loop and dmsetup device nodes, the VM's disk node inside a
+#                     jail, and the jailer's /dev/kvm and /dev/net/tun there
 #   CAP_KILL          signalling jailed Firecracker processes, which run as the owner
 #   CAP_SETUID CAP_SETGID  the jailer drops Firecracker to the owner's uid and gid
 # Not kept: CAP_NET_RAW (no raw or packet sockets), CAP_SYS_PTRACE, CAP_SYS_MODULE,
 # CAP_SYS_RAWIO, CAP_SYS_CHROOT, CAP_SYS_RESOURCE, CAP_NET_BIND_SERVICE and the rest.
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_FOWNER CAP_CHOWN CAP_MKNOD CAP_KILL CAP_SETUID CAP_SETGID
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_CHOWN CAP_MKNOD CAP_KILL CAP_SETUID CAP_SETGID
 AmbientCapabilities=
 ProtectSystem=strict
 ReadWritePaths={{.Root}} /proc/sys/net
