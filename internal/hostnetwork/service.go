@@ -47,6 +47,8 @@ type Deps struct {
 	// ResolveHint explains, for hosts without systemd-resolved, how to query banger's DNS.
 	ResolveHint func(domain string, addr netip.AddrPort) string
 	Logger      *slog.Logger
+	// Root is the banger root; it names the helper's nftables tables in Status.
+	Root string
 }
 
 // Service is HostNetwork. Construct with New, then Open; Close when done.
@@ -98,10 +100,18 @@ func (s *Service) Open(ctx context.Context, inUse []string) error {
 		return fmt.Errorf("list taps: %w", err)
 	}
 	present := make([]string, 0, len(taps))
+	held := append([]string(nil), inUse...)
 	for _, t := range taps {
+		if t.Foreign {
+			// Another user's or another banger root's tap with one of banger's names:
+			// the helper refuses to touch it, so it is treated like a tap in use (its
+			// name is avoided, it is neither adopted nor deleted).
+			held = append(held, t.Name)
+			continue
+		}
 		present = append(present, t.Name)
 	}
-	if err := s.pool.Open(ctx, inUse, present); err != nil {
+	if err := s.pool.Open(ctx, held, present); err != nil {
 		// Surplus taps that could not be deleted are not fatal: log and go on.
 		s.log.Warn("tap pool open", "err", err)
 	}
@@ -131,12 +141,21 @@ func (s *Service) AcquireTap(ctx context.Context, vmID string) (string, error) {
 // ReleaseTap gives a VM's tap back to the pool (or deletes it).
 func (s *Service) ReleaseTap(ctx context.Context, tap string) error { return s.pool.Release(ctx, tap) }
 
-// SetNAT adds or removes a guest's NAT and forwarding rules.
-func (s *Service) SetNAT(ctx context.Context, guest netip.Addr, tap string, enable bool) error {
-	if err := s.deps.Helper.EnsureNAT(ctx, privileged.EnsureNATRequest{GuestIP: guest, Tap: tap, Enable: enable}); err != nil {
+// SetNAT adds or removes a guest's network rules: its tap may send only from guest
+// and mac (the VM's own MAC, needed when enabling), and the guest gets NAT egress.
+func (s *Service) SetNAT(ctx context.Context, guest netip.Addr, mac, tap string, enable bool) error {
+	if err := s.deps.Helper.EnsureNAT(ctx, privileged.EnsureNATRequest{GuestIP: guest, MAC: mac, Tap: tap, Enable: enable}); err != nil {
 		return fmt.Errorf("nat for %s on %s: %w", guest, tap, err)
 	}
 	return nil
+}
+
+// tableName is how Status names the helper's nftables tables.
+func (s *Service) tableName() string {
+	if s.deps.Root == "" {
+		return "banger_*"
+	}
+	return "ip/bridge " + privileged.NFTTableName(s.deps.Root)
 }
 
 // Pool exposes the pool's snapshot and warm-up wait for status and tests.
@@ -146,7 +165,7 @@ func (s *Service) Pool() *TapPool { return s.pool }
 func (s *Service) Status(ctx context.Context) (api.NetworkStatus, api.DNSStatus, api.HelperStatus) {
 	ps := s.pool.Stats()
 	ns := api.NetworkStatus{
-		Bridge: s.deps.Network.Bridge, Address: s.bridge.String(), NFTName: "ip banger",
+		Bridge: s.deps.Network.Bridge, Address: s.bridge.String(), NFTName: s.tableName(),
 		TapPool: api.TapPool{Idle: ps.Idle, Size: ps.Size, Warming: ps.Warming, IdleTaps: ps.IdleTaps},
 	}
 	ds := api.DNSStatus{Domain: s.deps.Domain, Listen: s.deps.DNSListen.String(), Records: len(s.deps.DNS.Records())}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -199,8 +200,13 @@ func (n *Net) Status(ctx context.Context, bridge string, addr netip.Prefix) (pri
 	if err != nil {
 		return st, fmt.Errorf("nftables: %w", err)
 	}
-	if st.NFTTable, err = tableExists(c); err != nil {
+	if st.NFTTable, err = n.tableExists(c, nftables.TableFamilyIPv4); err != nil {
 		return st, err
+	}
+	if st.NFTTable {
+		if st.NFTTable, err = n.tableExists(c, nftables.TableFamilyBridge); err != nil {
+			return st, err
+		}
 	}
 	if st.IPForward, err = n.ipForward(); err != nil {
 		return st, err
@@ -208,11 +214,17 @@ func (n *Net) Status(ctx context.Context, bridge string, addr netip.Prefix) (pri
 	return st, nil
 }
 
-// RemoveNetwork deletes table ip banger, every tap named like banger's, and the bridge.
-// Whatever is already gone is skipped; it goes on after a failure and reports all of
-// them. It refuses to delete a link named bridge that is not a bridge. IPv4 forwarding
-// is left as it is: banger cannot know whether something else on the host relies on it.
-func (n *Net) RemoveNetwork(ctx context.Context, bridge string) error {
+// RemoveNetwork deletes this root's nftables tables, scope's taps (see
+// checkTapLocked: another user's or another root's taps with banger's names stay), and
+// the bridge. Whatever is already gone is skipped; it goes on after a failure and
+// reports all of them. It refuses to delete a link named like the bridge that is not
+// a bridge.
+//
+// IPv4 forwarding is turned off again only when the table's record says it was off
+// before banger turned it on, and no other banger root's table remains (its guests
+// still need it); otherwise it is left as it is, since something else on the host may
+// rely on it.
+func (n *Net) RemoveNetwork(ctx context.Context, scope privileged.TapScope) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -220,28 +232,53 @@ func (n *Net) RemoveNetwork(ctx context.Context, bridge string) error {
 	defer n.mu.Unlock()
 
 	var errs []error
-	if err := n.deleteTable(); err != nil {
+	restore := false
+	if c, err := n.nft(); err != nil {
+		errs = append(errs, fmt.Errorf("nftables: %w", err))
+	} else if before, recorded, err := n.forwardRecord(c); err != nil {
 		errs = append(errs, err)
+	} else if recorded && !before {
+		other, _, err := n.otherBangerTables(c)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		restore = err == nil && !other
 	}
-	taps, err := n.listTapsLocked()
+	if err := n.deleteTables(); err != nil {
+		errs = append(errs, err)
+		restore = false
+	}
+	if restore {
+		if err := n.SetIPForward(false); err != nil {
+			errs = append(errs, fmt.Errorf("restore IPv4 forwarding to off, as it was before banger: %w", err))
+		}
+	}
+	taps, err := n.listTapsLocked(scope)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, t := range taps {
-		if err := n.deleteTapLocked(t.Name); err != nil {
+		if t.Foreign {
+			continue
+		}
+		if l, err := n.checkTapLocked(scope, t.Name); err != nil {
 			errs = append(errs, err)
+		} else if l != nil {
+			if err := n.deleteLinkLocked(l); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
-	l, err := n.linkByName(bridge)
+	l, err := n.linkByName(scope.Bridge)
 	switch {
 	case err != nil:
 		errs = append(errs, err)
 	case l == nil:
 	case l.Type() != "bridge":
-		errs = append(errs, fmt.Errorf("bridge %q: the link of that name is a %s, not a bridge: banger leaves it alone", bridge, l.Type()))
+		errs = append(errs, fmt.Errorf("bridge %q: the link of that name is a %s, not a bridge: banger leaves it alone", scope.Bridge, l.Type()))
 	default:
 		if err := n.h.LinkDel(l); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("bridge %q: delete: %w", bridge, err))
+			errs = append(errs, fmt.Errorf("bridge %q: delete: %w", scope.Bridge, err))
 		}
 	}
 	return errors.Join(errs...)

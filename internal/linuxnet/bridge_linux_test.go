@@ -229,32 +229,36 @@ func TestRemoveNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tap := range []string{"tap-pool-0", "tap-vm-ab"} {
-		if err := n.CreateTap(ctx, tap, "brt", 1500, 1000, 1000); err != nil {
+		if err := n.CreateTap(ctx, tap, "brt", 1500, testOwner, testOwner); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ns.ip(t, "tuntap", "add", "dev", "keep0", "mode", "tap") // not banger's name: stays
-	ns.veth(t, "tap-vm-cd")                                  // banger's name, not a tap: stays
+	ns.ip(t, "tuntap", "add", "dev", "keep0", "mode", "tap")                      // not banger's name: stays
+	ns.veth(t, "tap-vm-cd")                                                       // banger's name, not a tap: stays
+	ns.ip(t, "tuntap", "add", "dev", "tap-pool-7", "mode", "tap", "user", "4243") // another user's: stays
+	ns.ip(t, "link", "set", "tap-pool-7", "master", "brt")
 
-	if err := n.RemoveNetwork(ctx, "brt"); err != nil {
+	if err := n.RemoveNetwork(ctx, scopeOf("brt")); err != nil {
 		t.Fatal(err)
 	}
 	for _, gone := range []string{"brt", "tap-pool-0", "tap-vm-ab"} {
 		assertNoLink(t, h, gone)
 	}
-	for _, kept := range []string{"keep0", "tap-vm-cd"} {
+	for _, kept := range []string{"keep0", "tap-vm-cd", "tap-pool-7"} {
 		mustLink(t, h, kept)
 	}
-	if _, ok := ns.listTable(t, TableName); ok {
-		t.Errorf("table ip %s still exists after RemoveNetwork", TableName)
+	for _, fam := range []string{"ip", "bridge"} {
+		if _, ok := ns.listTableOf(t, fam, n.TableName()); ok {
+			t.Errorf("table %s %s still exists after RemoveNetwork", fam, n.TableName())
+		}
 	}
 	// Again, with everything gone: success.
-	if err := n.RemoveNetwork(ctx, "brt"); err != nil {
+	if err := n.RemoveNetwork(ctx, scopeOf("brt")); err != nil {
 		t.Errorf("second RemoveNetwork: %v", err)
 	}
 	// A non-bridge of that name is refused and kept.
 	ns.veth(t, "brt")
-	if err := n.RemoveNetwork(ctx, "brt"); err == nil {
+	if err := n.RemoveNetwork(ctx, scopeOf("brt")); err == nil {
 		t.Errorf("RemoveNetwork with a veth named like the bridge: err = nil, want a refusal")
 	}
 	mustLink(t, h, "brt")

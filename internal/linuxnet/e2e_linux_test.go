@@ -10,57 +10,91 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/privileged"
 )
 
-// natTopology is three namespaces:
+// natTopology is a host with banger's bridge, an uplink to a "remote" (the internet,
+// the LAN, a metadata server) and up to two guests behind real taps:
 //
-//	vm     eth0 10.66.0.2/24, default via 10.66.0.1
-//	         | veth, host end tap-vm-1 enslaved to brt
-//	host   brt 10.66.0.1/24 (made by Net), up0 198.18.0.1/30, forwarding on (by Net)
+//	vm1    eth0 10.66.0.2/24 02:00:00:00:00:02, default via 10.66.0.1
+//	vm2    eth0 10.66.0.3/24 02:00:00:00:00:03
+//	         | tap relay, host end tap-vm-1 / tap-vm-2 (CreateTap), on brt
+//	host   brt 10.66.0.1/24 (made by Net), up0 198.18.0.1/30, forwarding on (by Net);
+//	       routes to 10.200.0.0/24 and 169.254.169.254 via the remote
 //	         | veth
-//	remote up1 198.18.0.2/30, no route back to 10.66.0.0/24
+//	remote up1 198.18.0.2/30, 10.200.0.5/24 (a private address), 169.254.169.254/32;
+//	       no route back to 10.66.0.0/24
 type natTopology struct {
-	host, vm, remote testNS
-	n                *Net
+	host, remote testNS
+	vm1, vm2     *testGuest
+	n            *Net
 }
 
 var (
-	e2eBridge = netip.MustParsePrefix("10.66.0.1/24")
-	e2eGuest  = netip.MustParseAddr("10.66.0.2")
-	e2eUplink = "198.18.0.1"
-	e2eRemote = "198.18.0.2"
+	e2eBridge  = netip.MustParsePrefix("10.66.0.1/24")
+	e2eGuest   = netip.MustParseAddr("10.66.0.2")
+	e2eGuest2  = netip.MustParseAddr("10.66.0.3")
+	e2eUplink  = "198.18.0.1"
+	e2eRemote  = "198.18.0.2"
+	e2ePrivate = "10.200.0.5"
+	e2eMeta    = "169.254.169.254"
 )
 
 const e2eDNSPort = 5353
 
+// newNATTopology builds the topology with one guest (vm1), its tap made but no NAT.
 func newNATTopology(t *testing.T) *natTopology {
 	t.Helper()
-	top := &natTopology{host: newNS(t), vm: newNS(t), remote: newNS(t)}
-	top.n = top.host.net(t)
+	return newTopology(t, Options{}, false)
+}
+
+// newTopology builds the topology with the Net options opts; with two, vm2 too.
+func newTopology(t *testing.T, opts Options, two bool) *natTopology {
+	t.Helper()
+	top := &natTopology{host: newNS(t), remote: newNS(t)}
+	top.n = top.host.netWith(t, opts)
 	ctx := context.Background()
 
 	top.host.ip(t, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", top.remote.Name)
 	top.host.ip(t, "addr", "add", e2eUplink+"/30", "dev", "up0")
 	top.host.ip(t, "link", "set", "up0", "up")
 	top.remote.ip(t, "addr", "add", e2eRemote+"/30", "dev", "up1")
+	top.remote.ip(t, "addr", "add", e2ePrivate+"/24", "dev", "up1")
+	top.remote.ip(t, "addr", "add", e2eMeta+"/32", "dev", "up1")
 	top.remote.ip(t, "link", "set", "up1", "up")
+	// The remote takes any source (no reverse-path filter, whatever the machine's
+	// default), so a forged source address that got through would be seen.
+	for _, k := range []string{"all", "default", "up1"} {
+		top.remote.exec(t, "sysctl", "-qw", "net.ipv4.conf."+k+".rp_filter=0")
+	}
+	top.host.ip(t, "route", "add", "10.200.0.0/24", "via", e2eRemote)
+	top.host.ip(t, "route", "add", e2eMeta+"/32", "via", e2eRemote)
 
 	if _, err := top.n.EnsureBridge(ctx, "brt", e2eBridge, 1500); err != nil {
-		t.Fatal(err)
-	}
-	if err := top.n.SetIPForward(true); err != nil {
 		t.Fatal(err)
 	}
 	if err := top.n.EnsureBaseRules(ctx, "brt", e2eBridge, e2eDNSPort); err != nil {
 		t.Fatal(err)
 	}
-
-	top.host.ip(t, "link", "add", "tap-vm-1", "type", "veth", "peer", "name", "eth0", "netns", top.vm.Name)
-	top.host.ip(t, "link", "set", "tap-vm-1", "master", "brt", "up")
-	top.vm.ip(t, "addr", "add", e2eGuest.String()+"/24", "dev", "eth0")
-	top.vm.ip(t, "link", "set", "eth0", "up")
-	top.vm.ip(t, "route", "add", "default", "via", e2eBridge.Addr().String())
+	if err := top.n.SetIPForward(true); err != nil {
+		t.Fatal(err)
+	}
+	top.vm1 = newGuest(t, top.host, top.n, "brt", "tap-vm-1", e2eGuest, "02:00:00:00:00:02", e2eBridge.Addr())
+	if two {
+		top.vm2 = newGuest(t, top.host, top.n, "brt", "tap-vm-2", e2eGuest2, "02:00:00:00:00:03", e2eBridge.Addr())
+	}
 	return top
+}
+
+// enable turns on EnsureNAT for each guest.
+func (top *natTopology) enable(t *testing.T, gs ...*testGuest) {
+	t.Helper()
+	for _, g := range gs {
+		if err := top.n.EnsureNAT(context.Background(), scopeOf("brt"), g.nat(), true); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // peerServer listens on TCP in ns and answers each connection with the peer address
@@ -111,14 +145,12 @@ func TestNATEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	server := peerServer(t, top.remote, e2eRemote+":0")
 
-	if got, err := seenBy(t, top.vm, server); err == nil {
-		t.Fatalf("without NAT the vm reached the remote as %s; want a failure (the remote has no route back)", got)
+	if got, err := seenBy(t, top.vm1.ns, server); err == nil {
+		t.Fatalf("without NAT the vm reached the remote as %s; want a failure", got)
 	}
 
-	if err := top.n.EnsureNAT(ctx, "brt", e2eGuest, "tap-vm-1", true); err != nil {
-		t.Fatal(err)
-	}
-	got, err := seenBy(t, top.vm, server)
+	top.enable(t, top.vm1)
+	got, err := seenBy(t, top.vm1.ns, server)
 	if err != nil {
 		t.Fatalf("with NAT: %v", err)
 	}
@@ -126,10 +158,10 @@ func TestNATEndToEnd(t *testing.T) {
 		t.Errorf("remote saw the vm as %s, want the host's uplink address %s (masqueraded)", got, e2eUplink)
 	}
 
-	if err := top.n.EnsureNAT(ctx, "brt", e2eGuest, "tap-vm-1", false); err != nil {
+	if err := top.n.EnsureNAT(ctx, scopeOf("brt"), privileged.GuestNAT{Guest: e2eGuest, Tap: "tap-vm-1"}, false); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := seenBy(t, top.vm, server); err == nil {
+	if got, err := seenBy(t, top.vm1.ns, server); err == nil {
 		t.Errorf("after disabling NAT the vm reached the remote as %s; want a failure", got)
 	}
 }
@@ -206,10 +238,11 @@ func askPort53(t *testing.T, ns testNS, network string) error {
 func TestDNSRedirectEndToEnd(t *testing.T) {
 	requireRoot(t)
 	top := newNATTopology(t)
+	top.enable(t, top.vm1)
 	from := dnsEcho(t, top.host)
 
 	for _, network := range []string{"udp", "tcp"} {
-		if err := askPort53(t, top.vm, network); err != nil {
+		if err := askPort53(t, top.vm1.ns, network); err != nil {
 			t.Errorf("%s to %s:53 from the vm: %v", network, e2eBridge.Addr(), err)
 			continue
 		}
@@ -227,7 +260,7 @@ func TestDNSRedirectEndToEnd(t *testing.T) {
 	if err := top.n.EnsureBaseRules(context.Background(), "brt", e2eBridge, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := askPort53(t, top.vm, "udp"); err == nil {
+	if err := askPort53(t, top.vm1.ns, "udp"); err == nil {
 		t.Errorf("udp to port 53 answered with the redirect removed")
 	}
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"banger/internal/privileged"
 )
 
 // requireRoot skips a test that creates network namespaces when it cannot.
@@ -85,12 +87,18 @@ func (ns testNS) nftScript(tb testing.TB, script string) {
 // listTable returns `nft list table ip NAME` in the namespace, and whether it exists.
 func (ns testNS) listTable(tb testing.TB, name string) (string, bool) {
 	tb.Helper()
-	out, err := exec.Command("ip", "netns", "exec", ns.Name, "nft", "list", "table", "ip", name).CombinedOutput()
+	return ns.listTableOf(tb, "ip", name)
+}
+
+// listTableOf returns `nft list table FAMILY NAME` in the namespace, and whether it exists.
+func (ns testNS) listTableOf(tb testing.TB, family, name string) (string, bool) {
+	tb.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, "nft", "list", "table", family, name).CombinedOutput()
 	if err != nil {
 		if strings.Contains(string(out), "No such file or directory") {
 			return "", false
 		}
-		tb.Fatalf("nft list table ip %s in %s: %v: %s", name, ns.Name, err, out)
+		tb.Fatalf("nft list table %s %s in %s: %v: %s", family, name, ns.Name, err, out)
 	}
 	return string(out), true
 }
@@ -112,10 +120,31 @@ func (ns testNS) handle(tb testing.TB) *netlink.Handle {
 	return nh
 }
 
-// net opens a Net on the namespace, closed when the test ends.
+// testOwner is the uid the tests' taps belong to (no such user needs to exist).
+const testOwner = 4242
+
+// scopeOf is the TapScope of the tests' owner on bridge.
+func scopeOf(bridge string) privileged.TapScope {
+	return privileged.TapScope{Bridge: bridge, OwnerUID: testOwner}
+}
+
+// testRoot is the banger root the namespace's default Net serves.
+func (ns testNS) root() string { return "/test/" + ns.Name }
+
+// net opens a Net on the namespace for the root ns.root(), closed when the test ends.
 func (ns testNS) net(tb testing.TB) *Net {
 	tb.Helper()
-	n, err := New(Options{NetNS: ns.Path})
+	return ns.netWith(tb, Options{})
+}
+
+// netWith opens a Net on the namespace with opts (Root defaults to ns.root()).
+func (ns testNS) netWith(tb testing.TB, opts Options) *Net {
+	tb.Helper()
+	opts.NetNS = ns.Path
+	if opts.Root == "" {
+		opts.Root = ns.root()
+	}
+	n, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

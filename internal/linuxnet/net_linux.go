@@ -3,6 +3,7 @@ package linuxnet
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"sync"
 
@@ -39,6 +40,25 @@ type Options struct {
 	// Resolvectl is the resolvectl binary, a path or a name looked up on PATH at each
 	// call; empty means DefaultResolvectl.
 	Resolvectl string
+	// Root is the banger root this helper serves (required). It names the nftables
+	// tables (privileged.NFTTableName) and the taps' interface group
+	// (privileged.TapGroup), so two roots on one host never touch each other's.
+	Root string
+	// Policy is the guest network policy from the helper's own configuration.
+	Policy Policy
+}
+
+// Policy is what the helper's root-owned configuration says about guest traffic.
+// It never comes from the owner's requests.
+type Policy struct {
+	// IsolateVMs drops traffic between guests (network.isolate_vms).
+	IsolateVMs bool
+	// EgressDeny are IPv4 prefixes guests may not reach through NAT
+	// (network.egress_deny, "private" expanded).
+	EgressDeny []netip.Prefix
+	// DNSPort, when not 0, is the only DNS port EnsureBaseRules accepts (the port of
+	// dns.listen): the one port on the host guests may reach.
+	DNSPort uint16
 }
 
 // Net does the helper's kernel work in one network namespace. Its methods are safe
@@ -55,6 +75,9 @@ type Net struct {
 
 	resolvedDir string // immutable
 	resolvectl  string // immutable
+	table       string // this root's nftables table name; immutable
+	group       uint32 // this root's tap interface group; immutable
+	policy      Policy // immutable
 
 	// mu serializes every operation, so that check-then-act sequences (CreateTap's
 	// name check, EnsureNAT's list-then-batch, EnsureBridge's address diff) are never
@@ -65,10 +88,21 @@ type Net struct {
 // New opens a Net on the namespace in opts (the process's own when opts.NetNS is
 // empty). It fails when the namespace cannot be opened or netlink is unavailable.
 func New(opts Options) (n *Net, err error) {
+	if opts.Root == "" {
+		return nil, errors.New("linuxnet: Options.Root is required: it names this root's nftables tables and tap group")
+	}
+	for _, p := range opts.Policy.EgressDeny {
+		if !p.IsValid() || !p.Addr().Is4() {
+			return nil, fmt.Errorf("linuxnet: egress deny prefix %s is not an IPv4 prefix", p)
+		}
+	}
 	n = &Net{
 		ns:          netns.None(),
 		resolvedDir: opts.ResolvedDir,
 		resolvectl:  opts.Resolvectl,
+		table:       privileged.NFTTableName(opts.Root),
+		group:       privileged.TapGroup(opts.Root),
+		policy:      opts.Policy,
 	}
 	if n.resolvedDir == "" {
 		n.resolvedDir = DefaultResolvedDir
@@ -97,6 +131,12 @@ func New(opts Options) (n *Net, err error) {
 	n.raw = &nl.SocketHandle{Socket: s}
 	return n, nil
 }
+
+// TableName is the name of this root's nftables tables (ip and bridge family).
+func (n *Net) TableName() string { return n.table }
+
+// TapGroup is the interface group of this root's taps.
+func (n *Net) TapGroup() uint32 { return n.group }
 
 // Close releases the netlink sockets and the namespace handle. It is safe to call
 // more than once.

@@ -44,7 +44,7 @@ func calls(t *testing.T, logPath string) []string {
 // resolver code only looks links up) with resolvedDir as systemd-resolved's directory.
 func newHostNet(t *testing.T, resolvedDir, resolvectl string) *Net {
 	t.Helper()
-	n, err := New(Options{ResolvedDir: resolvedDir, Resolvectl: resolvectl})
+	n, err := New(Options{Root: "/test/resolver", ResolvedDir: resolvedDir, Resolvectl: resolvectl})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,6 +77,12 @@ func (n *Net) CreateTap(ctx context.Context, name, bridge string, mtu, uid, gid 
 			return fmt.Errorf("tap %q: set MTU %d: %w", name, mtu, err)
 		}
 	}
+	// The group marks the tap as this root's (see checkTapLocked) and puts it under
+	// the bridge table's guest policy: until EnsureNAT adds the guest's rules, nothing
+	// it sends gets onto the bridge.
+	if err := n.h.LinkSetGroup(l, int(n.group)); err != nil {
+		return fmt.Errorf("tap %q: set interface group: %w", name, err)
+	}
 	if err := n.h.LinkSetMaster(l, br); err != nil {
 		return fmt.Errorf("tap %q: attach to bridge %q: %w", name, bridge, err)
 	}
@@ -125,9 +131,9 @@ func (n *Net) makeTap(name string, uid, gid int) error {
 	return nil
 }
 
-// DeleteTap deletes one of banger's taps. A tap that does not exist is not an error.
-// It refuses a name outside banger's patterns and a link that is not a tun/tap.
-func (n *Net) DeleteTap(ctx context.Context, name string) error {
+// DeleteTap deletes one of scope's taps (see checkTapLocked). A tap that does not
+// exist is not an error; any other device of that name is refused and left alone.
+func (n *Net) DeleteTap(ctx context.Context, scope privileged.TapScope, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -136,45 +142,115 @@ func (n *Net) DeleteTap(ctx context.Context, name string) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.deleteTapLocked(name)
+	l, err := n.checkTapLocked(scope, name)
+	if err != nil || l == nil {
+		return err
+	}
+	return n.deleteLinkLocked(l)
 }
 
-func (n *Net) deleteTapLocked(name string) error {
-	l, err := n.linkByName(name)
-	if err != nil {
-		return fmt.Errorf("tap %q: %w", name, err)
-	}
-	if l == nil {
-		return nil
-	}
-	if l.Type() != "tuntap" {
-		return fmt.Errorf("tap %q: the link of that name is a %s, not a tap: banger deletes only its own taps", name, l.Type())
-	}
-	if err := n.h.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("tap %q: delete: %w", name, err)
+// deleteLinkLocked deletes a checked tap by index, so a tap renamed since the check
+// is never confused with another of the same name.
+func (n *Net) deleteLinkLocked(l *rawLink) error {
+	if err := n.h.LinkDel(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Index: int(l.index), Name: l.name}}); err != nil && !isNotFound(err) {
+		return fmt.Errorf("tap %q: delete: %w", l.name, err)
 	}
 	return nil
 }
 
+// checkTapLocked returns the link named name when it is scope's tap, nil when no link
+// has that name, and an error saying why when it is something else. scope's tap is:
+//
+//   - a TAP device (tun driver in IFF_TAP mode: not a veth, bridge or TUN device),
+//   - owned by scope.OwnerUID (the kernel's IFLA_TUN_OWNER; a tap with no owner is
+//     root's and is refused),
+//   - not marked for another banger root (its interface group is this root's or the
+//     default 0), and
+//   - attached to scope.Bridge, or attached to nothing and marked as this root's
+//     (an idle tap whose bridge was recreated).
+//
+// A name alone says nothing about whose device it is: another user's tap-pool-7, or
+// another banger root's, must survive every call.
+func (n *Net) checkTapLocked(scope privileged.TapScope, name string) (*rawLink, error) {
+	links, err := n.dumpLinks()
+	if err != nil {
+		return nil, err
+	}
+	var l *rawLink
+	var bridge int32 = -1
+	names := make(map[int32]string, len(links))
+	for i := range links {
+		names[links[i].index] = links[i].name
+		switch links[i].name {
+		case name:
+			l = &links[i]
+		case scope.Bridge:
+			if links[i].kind == "bridge" {
+				bridge = links[i].index
+			}
+		}
+	}
+	if l == nil {
+		return nil, nil
+	}
+	if err := n.tapVerdict(scope, *l, bridge, names); err != nil {
+		return nil, fmt.Errorf("tap %q: %w: banger touches only its own taps", name, err)
+	}
+	return l, nil
+}
+
+// tapVerdict applies checkTapLocked's rules to one link; bridge is the index of
+// scope's bridge (-1 when it does not exist) and names maps indexes to names.
+func (n *Net) tapVerdict(scope privileged.TapScope, l rawLink, bridge int32, names map[int32]string) error {
+	switch {
+	case !l.tun:
+		kind := l.kind
+		if kind == "" {
+			kind = "device"
+		}
+		return fmt.Errorf("it is a %s, not a tap", kind)
+	case l.tunType != unix.IFF_TAP:
+		return fmt.Errorf("it is a TUN (layer 3) device, not a TAP")
+	case l.owner < 0:
+		return fmt.Errorf("it has no owner (it is root's), not the owner's (uid %d)", scope.OwnerUID)
+	case l.owner != scope.OwnerUID:
+		return fmt.Errorf("it belongs to uid %d, not to the owner (uid %d)", l.owner, scope.OwnerUID)
+	case l.group != n.group && l.group != 0:
+		return fmt.Errorf("it is marked for another banger root (interface group %#x, this root's is %#x)", l.group, n.group)
+	case l.master != 0 && l.master == bridge:
+		return nil
+	case l.master != 0:
+		return fmt.Errorf("it is attached to %q, not to banger's bridge %q", names[l.master], scope.Bridge)
+	case l.group == n.group:
+		return nil // an idle tap of this root, detached when its bridge went away
+	}
+	return fmt.Errorf("it is attached to no bridge and was not made by this root's helper")
+}
+
 // ListTaps returns the tun/tap links whose names match banger's patterns, sorted by
-// name, with their bridge, owner uid (-1 when unset) and whether they are up.
-func (n *Net) ListTaps(ctx context.Context) ([]privileged.TapInfo, error) {
+// name, with their bridge, owner uid (-1 when unset) and whether they are up. Those
+// that are not scope's taps (see checkTapLocked) are marked Foreign: bangerd must
+// neither adopt nor delete them, only avoid their names.
+func (n *Net) ListTaps(ctx context.Context, scope privileged.TapScope) ([]privileged.TapInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.listTapsLocked()
+	return n.listTapsLocked(scope)
 }
 
 // rawLink is what ListTaps needs of one link.
 type rawLink struct {
-	index  int32
-	name   string
-	master int32
-	up     bool
-	tun    bool
-	owner  int // -1 when the kernel reports no IFLA_TUN_OWNER
+	index   int32
+	name    string
+	kind    string // IFLA_INFO_KIND: tun, bridge, veth; "" for a plain device
+	master  int32
+	group   uint32
+	up      bool
+	tun     bool
+	tunType int // unix.IFF_TUN or unix.IFF_TAP, for tun links
+	owner   int // -1 when the kernel reports no IFLA_TUN_OWNER
 }
 
 // listTapsLocked reads the taps from one raw RTM_GETLINK dump. netlink's Tuntap type
@@ -182,21 +258,26 @@ type rawLink struct {
 // the kernel reports IFLA_TUN_OWNER only when one is set, so the attribute's presence
 // is the answer. (sysfs's owner file would say so too, but /sys shows the namespace
 // sysfs was mounted in, not the one this Net works in.)
-func (n *Net) listTapsLocked() ([]privileged.TapInfo, error) {
+func (n *Net) listTapsLocked(scope privileged.TapScope) ([]privileged.TapInfo, error) {
 	links, err := n.dumpLinks()
 	if err != nil {
 		return nil, err
 	}
 	names := make(map[int32]string, len(links))
+	var bridge int32 = -1
 	for _, l := range links {
 		names[l.index] = l.name
+		if l.name == scope.Bridge && l.kind == "bridge" {
+			bridge = l.index
+		}
 	}
 	var taps []privileged.TapInfo
 	for _, l := range links {
 		if !l.tun || privileged.ValidateTapName(l.name) != nil {
 			continue
 		}
-		taps = append(taps, privileged.TapInfo{Name: l.name, Master: names[l.master], OwnerUID: l.owner, Up: l.up})
+		taps = append(taps, privileged.TapInfo{Name: l.name, Master: names[l.master], OwnerUID: l.owner, Up: l.up,
+			Foreign: n.tapVerdict(scope, l, bridge, names) != nil})
 	}
 	sort.Slice(taps, func(i, j int) bool { return taps[i].Name < taps[j].Name })
 	return taps, nil
@@ -255,43 +336,55 @@ func parseLink(msg []byte) (rawLink, error) {
 			if len(a.Value) >= 4 {
 				l.master = int32(nl.NativeEndian().Uint32(a.Value))
 			}
+		case unix.IFLA_GROUP:
+			if len(a.Value) >= 4 {
+				l.group = nl.NativeEndian().Uint32(a.Value)
+			}
 		case unix.IFLA_LINKINFO:
-			l.tun, l.owner = parseTunInfo(a.Value)
+			l.kind, l.tunType, l.owner = parseLinkInfo(a.Value)
+			l.tun = l.kind == "tun"
 		}
 	}
 	return l, nil
 }
 
-// parseTunInfo reads IFLA_LINKINFO: whether the link is a tun/tap and its owner (-1
-// when none is set).
-func parseTunInfo(b []byte) (tun bool, owner int) {
+// parseLinkInfo reads IFLA_LINKINFO: the link's kind and, for a tun link, its mode
+// (IFF_TUN or IFF_TAP) and owner (-1 when none is set).
+func parseLinkInfo(b []byte) (kind string, tunType, owner int) {
 	owner = -1
 	info, err := nl.ParseRouteAttr(b)
 	if err != nil {
-		return false, -1
+		return "", 0, -1
 	}
 	var data []byte
 	for _, a := range info {
 		switch a.Attr.Type & nlaTypeMask {
 		case unix.IFLA_INFO_KIND:
-			tun = strings.TrimRight(string(a.Value), "\x00") == "tun"
+			kind = strings.TrimRight(string(a.Value), "\x00")
 		case unix.IFLA_INFO_DATA:
 			data = a.Value
 		}
 	}
-	if !tun || data == nil {
-		return tun, -1
+	if kind != "tun" || data == nil {
+		return kind, 0, -1
 	}
 	attrs, err := nl.ParseRouteAttr(data)
 	if err != nil {
-		return tun, -1
+		return kind, 0, -1
 	}
 	for _, a := range attrs {
-		if a.Attr.Type&nlaTypeMask == nl.IFLA_TUN_OWNER && len(a.Value) >= 4 {
-			owner = int(nl.NativeEndian().Uint32(a.Value))
+		switch a.Attr.Type & nlaTypeMask {
+		case nl.IFLA_TUN_OWNER:
+			if len(a.Value) >= 4 {
+				owner = int(nl.NativeEndian().Uint32(a.Value))
+			}
+		case nl.IFLA_TUN_TYPE:
+			if len(a.Value) >= 1 {
+				tunType = int(a.Value[0])
+			}
 		}
 	}
-	return tun, owner
+	return kind, tunType, owner
 }
 
 // nlaTypeMask strips the nested and byte-order flags from a netlink attribute type.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/privileged"
+	"banger/internal/testutil"
 )
 
 // tunOpenEnv makes the test binary act as an unprivileged VMM: drop to uid:gid, open
@@ -130,7 +131,10 @@ func TestCreateTap(t *testing.T) {
 			t.Errorf("tap %s = %v, want %v", c.what, c.got, c.want)
 		}
 	}
-	taps, err := n.ListTaps(ctx)
+	if got := l.Attrs().Group; got != n.TapGroup() {
+		t.Errorf("tap interface group = %#x, want this root's %#x", got, n.TapGroup())
+	}
+	taps, err := n.ListTaps(ctx, privileged.TapScope{Bridge: "brt", OwnerUID: 12345})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +210,7 @@ func TestCreateTapFailuresLeaveNothing(t *testing.T) {
 			t.Errorf("CreateTap(%q): err = nil, want a name refusal", bad)
 		}
 	}
-	taps, err := n.ListTaps(ctx)
+	taps, err := n.ListTaps(ctx, scopeOf("brt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,26 +226,26 @@ func TestDeleteTap(t *testing.T) {
 	ctx := context.Background()
 	setupBridge(t, n)
 
-	if err := n.CreateTap(ctx, "tap-pool-3", "brt", 1500, 1000, 1000); err != nil {
+	if err := n.CreateTap(ctx, "tap-pool-3", "brt", 1500, testOwner, testOwner); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.DeleteTap(ctx, "tap-pool-3"); err != nil {
+	if err := n.DeleteTap(ctx, scopeOf("brt"), "tap-pool-3"); err != nil {
 		t.Fatal(err)
 	}
 	assertNoLink(t, h, "tap-pool-3")
-	if err := n.DeleteTap(ctx, "tap-pool-3"); err != nil {
+	if err := n.DeleteTap(ctx, scopeOf("brt"), "tap-pool-3"); err != nil {
 		t.Errorf("DeleteTap of a missing tap: %v, want nil", err)
 	}
 
 	ns.veth(t, "tap-vm-4")
-	err := n.DeleteTap(ctx, "tap-vm-4")
+	err := n.DeleteTap(ctx, scopeOf("brt"), "tap-vm-4")
 	if err == nil || !strings.Contains(err.Error(), "not a tap") {
 		t.Errorf("DeleteTap of a veth: err = %v, want a not-a-tap refusal", err)
 	}
 	mustLink(t, h, "tap-vm-4")
 
 	ns.ip(t, "tuntap", "add", "dev", "mytap0", "mode", "tap")
-	if err := n.DeleteTap(ctx, "mytap0"); err == nil {
+	if err := n.DeleteTap(ctx, scopeOf("brt"), "mytap0"); err == nil {
 		t.Errorf("DeleteTap of a tap outside banger's names: err = nil, want a refusal")
 	}
 	mustLink(t, h, "mytap0")
@@ -257,7 +261,7 @@ func TestListTaps(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		uid  int
-	}{{"tap-pool-2", 1000}, {"tap-vm-a", 0}, {"tap-pool-10", 2000}} {
+	}{{"tap-pool-2", testOwner}, {"tap-vm-a", 0}, {"tap-pool-10", 2000}} {
 		if err := n.CreateTap(ctx, c.name, "brt", 1500, c.uid, c.uid); err != nil {
 			t.Fatal(err)
 		}
@@ -268,16 +272,18 @@ func TestListTaps(t *testing.T) {
 	ns.veth(t, "tap-vm-c")                                    // not a tun: not listed
 	ns.ip(t, "link", "set", "tap-pool-2", "down")
 
-	taps, err := n.ListTaps(ctx)
+	taps, err := n.ListTaps(ctx, scopeOf("brt"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Only tap-pool-2 is the owner's tap on the bridge; the others are listed (their
+	// names are taken) but foreign.
 	want := []privileged.TapInfo{
-		{Name: "tap-pool-10", Master: "brt", OwnerUID: 2000, Up: true},
-		{Name: "tap-pool-2", Master: "brt", OwnerUID: 1000, Up: false},
-		{Name: "tap-pool-5", OwnerUID: -1},
-		{Name: "tap-vm-a", Master: "brt", OwnerUID: 0, Up: true},
-		{Name: "tap-vm-b", OwnerUID: 7},
+		{Name: "tap-pool-10", Master: "brt", OwnerUID: 2000, Up: true, Foreign: true},
+		{Name: "tap-pool-2", Master: "brt", OwnerUID: testOwner, Up: false},
+		{Name: "tap-pool-5", OwnerUID: -1, Foreign: true},
+		{Name: "tap-vm-a", Master: "brt", OwnerUID: 0, Up: true, Foreign: true},
+		{Name: "tap-vm-b", OwnerUID: 7, Foreign: true},
 	}
 	if !slices.Equal(taps, want) {
 		t.Errorf("ListTaps =\n%+v\nwant\n%+v", taps, want)
@@ -296,7 +302,7 @@ func BenchmarkCreateDeleteTap(b *testing.B) {
 		if err := n.CreateTap(ctx, "tap-pool-1", "brt", 1500, 1000, 1000); err != nil {
 			b.Fatal(err)
 		}
-		if err := n.DeleteTap(ctx, "tap-pool-1"); err != nil {
+		if err := n.DeleteTap(ctx, privileged.TapScope{Bridge: "brt", OwnerUID: 1000}, "tap-pool-1"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -315,9 +321,101 @@ func BenchmarkCreateTap(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := n.DeleteTap(ctx, "tap-pool-1"); err != nil {
+		if err := n.DeleteTap(ctx, privileged.TapScope{Bridge: "brt", OwnerUID: 1000}, "tap-pool-1"); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+	}
+}
+
+// TestAttackTapOwnership: every op that touches a tap by name (DeleteTap, EnsureNAT,
+// RemoveNetwork) checks the device first. Devices with banger's names that are not
+// the owner's TAPs on banger's bridge, nor idle taps of this root, are refused, and
+// the namespace (links, nft ruleset) is exactly as it was.
+func TestAttackTapOwnership(t *testing.T) {
+	requireRoot(t, "nft")
+	ns := newNS(t)
+	n := ns.net(t)
+	ctx := context.Background()
+	addr := netip.MustParsePrefix("10.99.0.1/24")
+	sc := scopeOf("brt")
+	setupBridge(t, n)
+	if err := n.EnsureBaseRules(ctx, "brt", addr, 5353); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another user's tap on banger's bridge, with a pool name banger never made.
+	ns.ip(t, "tuntap", "add", "dev", "tap-pool-7", "mode", "tap", "user", strconv.Itoa(testOwner+1))
+	ns.ip(t, "link", "set", "tap-pool-7", "master", "brt")
+	// Another banger root's tap: same owner, its own bridge.
+	other := ns.netWith(t, Options{Root: "/srv/other-banger"})
+	if _, err := other.EnsureBridge(ctx, "bro", netip.MustParsePrefix("10.98.0.1/24"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	for _, tap := range []string{"tap-pool-8", "tap-pool-11"} {
+		if err := other.CreateTap(ctx, tap, "bro", 1500, testOwner, testOwner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns.ip(t, "link", "set", "tap-pool-11", "nomaster") // the other root's idle, detached tap
+	// The owner's devices that are not banger's taps: a TUN, an ownerless tap, a veth,
+	// and a tap the owner could have made itself (unattached, no root's mark).
+	ns.ip(t, "tuntap", "add", "dev", "tap-vm-a1", "mode", "tun", "user", strconv.Itoa(testOwner))
+	ns.ip(t, "tuntap", "add", "dev", "tap-pool-9", "mode", "tap")
+	ns.ip(t, "link", "set", "tap-pool-9", "master", "brt")
+	ns.veth(t, "tap-vm-cd")
+	ns.ip(t, "link", "set", "tap-vm-cd", "master", "brt")
+	ns.ip(t, "tuntap", "add", "dev", "tap-vm-b2", "mode", "tap", "user", strconv.Itoa(testOwner))
+
+	hostile := map[string]string{
+		"tap-pool-7":  "belongs to uid",
+		"tap-pool-8":  "another banger root",
+		"tap-pool-11": "another banger root",
+		"tap-vm-a1":   "TUN",
+		"tap-pool-9":  "no owner",
+		"tap-vm-cd":   "not a tap",
+		"tap-vm-b2":   "not made by this root",
+	}
+	st := testutil.CaptureHost(t, testutil.Watch{Netns: ns.Name})
+	for name, why := range hostile {
+		err := n.DeleteTap(ctx, sc, name)
+		if err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("DeleteTap(%s): err = %v, want a refusal saying %q", name, err, why)
+		}
+		g := privileged.GuestNAT{Guest: netip.MustParseAddr("10.99.0.7"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 7}, Tap: name}
+		if err := n.EnsureNAT(ctx, sc, g, true); err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("EnsureNAT on %s: err = %v, want a refusal saying %q", name, err, why)
+		}
+	}
+	taps, err := n.ListTaps(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range taps {
+		if _, bad := hostile[tp.Name]; bad && !tp.Foreign {
+			t.Errorf("ListTaps reports %s as this helper's tap; want it marked foreign", tp.Name)
+		}
+	}
+	st.AssertUnchanged(t)
+
+	// This root's own idle tap, detached because the bridge was deleted and made
+	// again, is still its own.
+	if err := n.CreateTap(ctx, "tap-pool-1", "brt", 1500, testOwner, testOwner); err != nil {
+		t.Fatal(err)
+	}
+	ns.ip(t, "link", "del", "brt")
+	setupBridge(t, n)
+	if err := n.DeleteTap(ctx, sc, "tap-pool-1"); err != nil {
+		t.Errorf("DeleteTap of this root's detached idle tap: %v", err)
+	}
+	h := ns.handle(t)
+	assertNoLink(t, h, "tap-pool-1")
+
+	// RemoveNetwork takes none of the hostile devices with it.
+	if err := n.RemoveNetwork(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	for name := range hostile {
+		mustLink(t, h, name)
 	}
 }

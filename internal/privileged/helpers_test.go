@@ -25,6 +25,8 @@ var testPrefix = netip.MustParsePrefix("172.30.99.1/24")
 const (
 	testBridge = "bgtest0"
 	testMTU    = 1400
+	// testGuestMAC is a valid guest MAC for EnsureNAT requests.
+	testGuestMAC = "02:00:00:00:00:02"
 )
 
 // netCall is one call that reached the NetOps or ResolverOps fake.
@@ -78,23 +80,24 @@ func (r *recordingNet) CreateTap(_ context.Context, name, bridge string, mtu, ui
 	return r.record("CreateTap", name, bridge, mtu, uid, gid)
 }
 
-func (r *recordingNet) DeleteTap(_ context.Context, name string) error {
-	return r.record("DeleteTap", name)
+func (r *recordingNet) DeleteTap(_ context.Context, scope TapScope, name string) error {
+	return r.record("DeleteTap", scope, name)
 }
 
-func (r *recordingNet) ListTaps(_ context.Context) ([]TapInfo, error) {
-	err := r.record("ListTaps")
+func (r *recordingNet) ListTaps(_ context.Context, scope TapScope) ([]TapInfo, error) {
+	err := r.record("ListTaps", scope)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]TapInfo(nil), r.taps...), err
 }
 
-func (r *recordingNet) EnsureNAT(_ context.Context, bridge string, guest netip.Addr, tap string, enable bool) error {
-	return r.record("EnsureNAT", bridge, guest, tap, enable)
+// EnsureNAT records the MAC as a string, so expectations can compare it with ==.
+func (r *recordingNet) EnsureNAT(_ context.Context, scope TapScope, g GuestNAT, enable bool) error {
+	return r.record("EnsureNAT", scope, g.Guest, g.MAC.String(), g.Tap, enable)
 }
 
-func (r *recordingNet) RemoveNetwork(_ context.Context, bridge string) error {
-	return r.record("RemoveNetwork", bridge)
+func (r *recordingNet) RemoveNetwork(_ context.Context, scope TapScope) error {
+	return r.record("RemoveNetwork", scope)
 }
 
 func (r *recordingNet) Status(_ context.Context, bridge string, addr netip.Prefix) (NetStatus, error) {
@@ -178,6 +181,9 @@ func newHarnessDevices(t *testing.T, devices devPaths) *harness {
 	h.client = NewClient(lay.HelperSocket())
 	return h
 }
+
+// scope is the TapScope the server must hand the net ops: its own bridge and owner.
+func (h *harness) scope() TapScope { return TapScope{Bridge: testBridge, OwnerUID: h.ownerUID} }
 
 func (h *harness) serverConfig() ServerConfig {
 	return ServerConfig{

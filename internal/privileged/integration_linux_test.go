@@ -199,7 +199,7 @@ func helperSession(t *testing.T, bin string) {
 	}
 
 	guest := netip.MustParseAddr("10.213.7.5")
-	call(OpEnsureNAT, c.EnsureNAT(ctx, EnsureNATRequest{GuestIP: guest, Tap: "tap-pool-0", Enable: true}))
+	call(OpEnsureNAT, c.EnsureNAT(ctx, EnsureNATRequest{GuestIP: guest, MAC: "02:00:00:00:00:02", Tap: "tap-pool-0", Enable: true}))
 	if out, err := nsRun("nft", "list", "table", "ip", "banger"); err != nil || !strings.Contains(out, "10.213.7.5") {
 		t.Errorf("NAT rule for %s not in the table: %v: %s", guest, err, out)
 	}

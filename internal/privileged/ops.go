@@ -113,11 +113,14 @@ func (s *Server) ensureBridge(ctx context.Context, r *EnsureBridgeRequest) (Ensu
 	if err != nil {
 		return EnsureBridgeResponse{}, fmt.Errorf("bridge %q: %w", r.Name, err)
 	}
-	if err := s.cfg.Net.SetIPForward(true); err != nil {
-		return EnsureBridgeResponse{}, fmt.Errorf("enable IPv4 forwarding: %w", err)
-	}
+	// The rules first: they hold the guest policy, so no guest traffic is forwarded
+	// before it is in place, and the table records whether forwarding was on before
+	// banger (RemoveNetwork restores that).
 	if err := s.cfg.Net.EnsureBaseRules(ctx, r.Name, r.Address, r.DNSPort); err != nil {
 		return EnsureBridgeResponse{}, fmt.Errorf("nftables base rules for %q: %w", r.Name, err)
+	}
+	if err := s.cfg.Net.SetIPForward(true); err != nil {
+		return EnsureBridgeResponse{}, fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
 	return EnsureBridgeResponse{Created: created}, nil
 }
@@ -130,15 +133,21 @@ func (s *Server) createTap(ctx context.Context, r *CreateTapRequest) (CreateTapR
 	return CreateTapResponse{}, nil
 }
 
+// tapScope is whose taps the net ops may touch: the configured owner's, on the
+// configured bridge. Requests never name either.
+func (s *Server) tapScope() TapScope {
+	return TapScope{Bridge: s.cfg.Bridge, OwnerUID: s.cfg.OwnerUID}
+}
+
 func (s *Server) deleteTap(ctx context.Context, r *DeleteTapRequest) (DeleteTapResponse, error) {
-	if err := s.cfg.Net.DeleteTap(ctx, r.Name); err != nil {
+	if err := s.cfg.Net.DeleteTap(ctx, s.tapScope(), r.Name); err != nil {
 		return DeleteTapResponse{}, fmt.Errorf("tap %q: %w", r.Name, err)
 	}
 	return DeleteTapResponse{}, nil
 }
 
 func (s *Server) listTaps(ctx context.Context, _ *ListTapsRequest) (ListTapsResponse, error) {
-	taps, err := s.cfg.Net.ListTaps(ctx)
+	taps, err := s.cfg.Net.ListTaps(ctx, s.tapScope())
 	if err != nil {
 		return ListTapsResponse{}, fmt.Errorf("list taps: %w", err)
 	}
@@ -150,7 +159,15 @@ func (s *Server) listTaps(ctx context.Context, _ *ListTapsRequest) (ListTapsResp
 }
 
 func (s *Server) ensureNAT(ctx context.Context, r *EnsureNATRequest) (EnsureNATResponse, error) {
-	if err := s.cfg.Net.EnsureNAT(ctx, s.cfg.Bridge, r.GuestIP, r.Tap, r.Enable); err != nil {
+	g := GuestNAT{Guest: r.GuestIP, Tap: r.Tap}
+	if r.MAC != "" {
+		mac, err := ParseGuestMAC(r.MAC) // validated already; parsed again for its value
+		if err != nil {
+			return EnsureNATResponse{}, invalidf("%v", err)
+		}
+		g.MAC = mac
+	}
+	if err := s.cfg.Net.EnsureNAT(ctx, s.tapScope(), g, r.Enable); err != nil {
 		return EnsureNATResponse{}, fmt.Errorf("NAT for %s on %q: %w", r.GuestIP, r.Tap, err)
 	}
 	return EnsureNATResponse{}, nil
@@ -192,7 +209,7 @@ func (s *Server) chownToOwner(_ context.Context, r *ChownToOwnerRequest) (ChownT
 }
 
 func (s *Server) removeNetwork(ctx context.Context, r *RemoveNetworkRequest) (RemoveNetworkResponse, error) {
-	if err := s.cfg.Net.RemoveNetwork(ctx, r.Bridge); err != nil {
+	if err := s.cfg.Net.RemoveNetwork(ctx, s.tapScope()); err != nil {
 		return RemoveNetworkResponse{}, fmt.Errorf("remove network %q: %w", r.Bridge, err)
 	}
 	return RemoveNetworkResponse{}, nil

@@ -80,7 +80,8 @@ type CreateTapRequest struct {
 type CreateTapResponse struct{}
 
 // DeleteTapRequest deletes one of banger's taps. Deleting a tap that is already gone
-// succeeds.
+// succeeds; a device of that name that is not a TAP of the owner on banger's bridge
+// (or an idle tap of this root) is refused and left alone.
 type DeleteTapRequest struct {
 	Name string `json:"name"`
 }
@@ -88,7 +89,8 @@ type DeleteTapRequest struct {
 // DeleteTapResponse is empty on success.
 type DeleteTapResponse struct{}
 
-// ListTapsRequest lists banger's taps (those whose names match banger's patterns).
+// ListTapsRequest lists the taps whose names match banger's patterns, marking those
+// that are not this helper's as Foreign.
 type ListTapsRequest struct{}
 
 // TapInfo describes one tap.
@@ -97,6 +99,10 @@ type TapInfo struct {
 	Master   string `json:"master,omitempty"` // the bridge it is attached to, if any
 	OwnerUID int    `json:"owner_uid"`        // -1 when unset
 	Up       bool   `json:"up"`
+	// Foreign marks a tap with one of banger's names that is not this helper's (not a
+	// TAP of the owner on banger's bridge, nor an idle tap of this root): the helper
+	// refuses to touch it, so bangerd must not adopt or delete it, only avoid its name.
+	Foreign bool `json:"foreign,omitempty"`
 }
 
 // ListTapsResponse holds the taps, sorted by name.
@@ -104,11 +110,16 @@ type ListTapsResponse struct {
 	Taps []TapInfo `json:"taps"`
 }
 
-// EnsureNATRequest adds (Enable) or removes (!Enable) one guest's forwarding and
-// masquerade rules in banger's table. Both directions are idempotent; a failure leaves
+// EnsureNATRequest adds (Enable) or removes (!Enable) one guest's anti-spoofing,
+// forwarding and masquerade rules in banger's tables. Both directions are idempotent; a failure leaves
 // the table as it was (each change is one netlink batch).
+//
+// MAC is the guest's own MAC address, required when enabling: the guest's tap may send
+// only from GuestIP and MAC (IP and ARP), so a guest cannot pose as the gateway or as
+// another guest. The tap must be a TAP of the owner on banger's bridge.
 type EnsureNATRequest struct {
 	GuestIP netip.Addr `json:"guest_ip"`
+	MAC     string     `json:"mac,omitempty"`
 	Tap     string     `json:"tap"`
 	Enable  bool       `json:"enable"`
 }

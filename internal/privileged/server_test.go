@@ -149,12 +149,12 @@ func TestStatus(t *testing.T) {
 // EnsureBridge stops at the first failing step.
 func TestFailedOpIsCodeFailed(t *testing.T) {
 	h := newHarness(t)
-	h.net.fail = map[string]error{"SetIPForward": errors.New("permission denied")}
+	h.net.fail = map[string]error{"EnsureBaseRules": errors.New("permission denied")}
 	_, err := h.client.EnsureBridge(context.Background(), EnsureBridgeRequest{Name: testBridge, Address: testPrefix, MTU: 1500})
 	we := wantCode(t, err, CodeFailed)
-	mustContain(t, we.Message, "IPv4 forwarding", "permission denied")
-	if got := fmtCalls(h.net.Calls()); strings.Contains(got, "EnsureBaseRules") {
-		t.Errorf("EnsureBaseRules ran after SetIPForward failed: %s", got)
+	mustContain(t, we.Message, "nftables base rules", "permission denied")
+	if got := fmtCalls(h.net.Calls()); strings.Contains(got, "SetIPForward") {
+		t.Errorf("SetIPForward ran after EnsureBaseRules (the guest policy) failed: %s", got)
 	}
 	lines := h.audit.Lines(t)
 	if l := lines[len(lines)-1]; l["result"] != CodeFailed || l["error"] != we.Message {

@@ -139,11 +139,25 @@ func (v validator) createTap(r *CreateTapRequest) *Error {
 
 func (v validator) deleteTap(r *DeleteTapRequest) *Error { return checkTap("name", r.Name) }
 
+// ensureNAT checks the tap name, the guest address and, when enabling, the guest's
+// MAC (removal finds the rules by address and needs none).
 func (v validator) ensureNAT(r *EnsureNATRequest) *Error {
 	if err := checkTap("tap", r.Tap); err != nil {
 		return err
 	}
-	return v.checkGuestIP(r.GuestIP)
+	if err := v.checkGuestIP(r.GuestIP); err != nil {
+		return err
+	}
+	if !r.Enable && r.MAC == "" {
+		return nil
+	}
+	if r.MAC == "" {
+		return invalidf("mac is missing: send the guest's MAC address; its tap may send only from it")
+	}
+	if _, err := ParseGuestMAC(r.MAC); err != nil {
+		return invalidf("%v", err)
+	}
+	return nil
 }
 
 // resolverRouting accepts only the routing of the helper's own configuration:

@@ -30,7 +30,7 @@ func deleteTapCase(name, tap string) hostileCase {
 
 func natCase(name, tap string, ip netip.Addr) hostileCase {
 	return hostileCase{name, func(ctx context.Context, c *Client) error {
-		return c.EnsureNAT(ctx, EnsureNATRequest{GuestIP: ip, Tap: tap, Enable: true})
+		return c.EnsureNAT(ctx, EnsureNATRequest{GuestIP: ip, MAC: testGuestMAC, Tap: tap, Enable: true})
 	}}
 }
 
@@ -281,8 +281,8 @@ func TestValidInputReachesNetOps(t *testing.T) {
 			return err
 		}, []netCall{
 			{"EnsureBridge", []any{testBridge, testPrefix, 9000}},
-			{"SetIPForward", []any{true}},
 			{"EnsureBaseRules", []any{testBridge, testPrefix, uint16(5353)}},
+			{"SetIPForward", []any{true}},
 		}},
 		{"CreateTap pool", func() error {
 			return h.client.CreateTap(ctx, CreateTapRequest{Name: "tap-pool-0", Bridge: testBridge})
@@ -313,7 +313,7 @@ func TestValidInputReachesNetOps(t *testing.T) {
 		}, []netCall{{"Route", []any{testBridge, "", netip.AddrPort{}, false}}}},
 		{"RemoveNetwork", func() error {
 			return h.client.RemoveNetwork(ctx, RemoveNetworkRequest{Bridge: testBridge})
-		}, []netCall{{"RemoveNetwork", []any{testBridge}}}},
+		}, []netCall{{"RemoveNetwork", []any{h.scope()}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -89,10 +89,10 @@ func (s *Service) start(ctx context.Context, vm store.VM) (err error) {
 	undo = append(undo, func() { _ = s.d.Network.ReleaseTap(cleanup, tap) })
 	t.Tap = time.Since(t0)
 	tn := time.Now()
-	if err := s.d.Network.SetNAT(ctx, ip, tap, true); err != nil {
+	if err := s.d.Network.SetNAT(ctx, ip, macFor(vm.ID), tap, true); err != nil {
 		return err
 	}
-	undo = append(undo, func() { _ = s.d.Network.SetNAT(cleanup, ip, tap, false) })
+	undo = append(undo, func() { _ = s.d.Network.SetNAT(cleanup, ip, "", tap, false) })
 	t.NAT = time.Since(tn)
 	if err := s.d.DNS.Set(vm.Name, ip); err != nil {
 		return fmt.Errorf("vm %q: dns record: %w", vm.Name, err)

@@ -137,7 +137,7 @@ func (s *Service) release(ctx context.Context, vm store.VM, h store.Handle) {
 	s.d.DNS.Remove(vm.Name)
 	if h.Tap != "" {
 		if l, err := s.d.Store.LeaseOf(ctx, vm.ID); err == nil {
-			if err := s.d.Network.SetNAT(ctx, l.Addr, h.Tap, false); err != nil {
+			if err := s.d.Network.SetNAT(ctx, l.Addr, "", h.Tap, false); err != nil {
 				s.log.Warn("remove nat rules", "vm", vm.Name, "err", err)
 			}
 		}
