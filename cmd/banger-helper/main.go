@@ -90,7 +90,18 @@ func run(args []string, stderr io.Writer) error {
 	}
 	defer auditFile.Close()
 
-	nl, err := linuxnet.New(linuxnet.Options{})
+	deny, err := cfg.EgressDenyPrefixes()
+	if err != nil {
+		return err
+	}
+	dnsListen, err := cfg.DNSListen()
+	if err != nil {
+		return err
+	}
+	// The guest policy comes from this root-owned config.toml, never from requests.
+	nl, err := linuxnet.New(linuxnet.Options{Root: lay.Root, Policy: linuxnet.Policy{
+		IsolateVMs: cfg.Network.IsolateVMs, EgressDeny: deny, DNSPort: dnsListen.Port(),
+	}})
 	if err != nil {
 		return fmt.Errorf("kernel networking: %w", err)
 	}
