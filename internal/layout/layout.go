@@ -125,8 +125,13 @@ func (l Layout) SystemDir() string { return filepath.Join(l.Root, "system") }
 // DaemonSocket is bangerd's API socket. The owner's.
 func (l Layout) DaemonSocket() string { return filepath.Join(l.RunDir, "bangerd.sock") }
 
-// HelperSocket is the root helper's socket; only the owner may connect.
-func (l Layout) HelperSocket() string { return filepath.Join(l.RunDir, "helper.sock") }
+// HelperSocketDir holds the root helper's socket: root's (0755), so that root
+// binds, chmods and chowns the socket where the owner can swap nothing, and the
+// owner can still reach it.
+func (l Layout) HelperSocketDir() string { return filepath.Join(l.Root, "helper") }
+
+// HelperSocket is the root helper's socket (owner's, 0600); only the owner may connect.
+func (l Layout) HelperSocket() string { return filepath.Join(l.HelperSocketDir(), "helper.sock") }
 
 // DaemonPIDFile records the bangerd a detached `banger system run` started. It is
 // root's (under SystemDir): what root later signals must not be the owner's choice.

@@ -20,9 +20,12 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"banger/internal/buildinfo"
 	"banger/internal/config"
 	"banger/internal/layout"
+	"banger/internal/trustfs"
 )
 
 // MaxRequestBody caps a request body. The largest legitimate request is a few hundred
@@ -354,28 +357,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // listen makes the helper's socket so that no one but root and the owner can ever
-// connect to it, not even for an instant: it is bound inside a fresh 0700 root-only
-// directory, chmod-ed 0600 and chowned to the owner there, then hard-linked into
-// place. link(2) never replaces an existing file, so a socket that appeared since the
-// liveness check is not clobbered either.
+// connect to it, not even for an instant, and so that the owner cannot turn its
+// making into a chmod or chown of something else.
+//
+// It all happens in Layout.HelperSocketDir, a directory of root's that only root
+// can change (checked on a descriptor, ancestors included, see socketDir): the
+// socket is bound there under a temporary name, chmod-ed 0600 and chowned to the
+// owner there, then hard-linked into place. The path-based chmod and chown are safe
+// only because nothing on the way can be swapped by anyone but root; they cannot go
+// through the listener's descriptor, since fchmod on a socket changes the socket
+// and not the file bound to it. link(2) never replaces an existing file, so a socket
+// that appeared since the liveness check is not clobbered either.
 func (s *Server) listen() (_ net.Listener, err error) {
 	path := s.cfg.Layout.HelperSocket()
-	if err := s.ensureRunDir(); err != nil {
+	dir, err := s.socketDir()
+	if err != nil {
 		return nil, err
 	}
+	dir.Close()
 	if err := s.clearStaleSocket(path); err != nil {
 		return nil, err
 	}
-	tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".helper-")
-	if err != nil {
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".helper-%d.sock", os.Getpid()))
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("helper socket: %w", err)
 	}
-	defer os.RemoveAll(tmpDir)
-	tmp := filepath.Join(tmpDir, "s")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("helper socket: listen: %w", err)
 	}
+	defer os.Remove(tmp)
 	// The path changes under the listener; removal is ours (removeSocket).
 	l.SetUnlinkOnClose(false)
 	defer func() {
@@ -406,23 +417,36 @@ func (s *Server) listen() (_ net.Listener, err error) {
 	return l, nil
 }
 
-// ensureRunDir creates the root and run directories when missing, owned by the owner
-// as layout.Create would make them, so the owner can reach the socket.
-func (s *Server) ensureRunDir() error {
-	for _, d := range []string{s.cfg.Layout.Root, s.cfg.Layout.RunDir} {
-		if _, err := os.Stat(d); err == nil {
-			continue
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("helper socket directory %s: %w", d, err)
-		}
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
-		}
-		if err := os.Chown(d, s.cfg.OwnerUID, s.cfg.OwnerGID); err != nil {
-			return fmt.Errorf("chown %s to owner %d:%d: %w", d, s.cfg.OwnerUID, s.cfg.OwnerGID, err)
+// socketDir opens Layout.HelperSocketDir, creating it (and the root) when missing,
+// and refuses one that anyone but this process's user could change: the directory
+// and every ancestor must be root's and writable by no one else (sticky ones
+// excepted: trustfs.OpenDir). It is never given to the owner, who only needs to pass
+// through it. Not run as root (tests), the rule is the same with our uid for root's,
+// for the directory itself.
+func (s *Server) socketDir() (*os.File, error) {
+	dir := s.cfg.Layout.HelperSocketDir()
+	for _, d := range []string{s.cfg.Layout.Root, dir} {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("helper socket directory: %w", err)
 		}
 	}
-	return nil
+	if os.Geteuid() == 0 {
+		f, err := trustfs.OpenDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("helper socket directory: %w", err)
+		}
+		return f, nil
+	}
+	f, err := os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("helper socket directory: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+		f.Close()
+		return nil, fmt.Errorf("helper socket directory %s must be ours and writable by us only: move it away and start again", dir)
+	}
+	return f, nil
 }
 
 // clearStaleSocket refuses to replace a socket that something still answers on and

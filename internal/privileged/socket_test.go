@@ -27,9 +27,9 @@ func TestSocketModeAndOwner(t *testing.T) {
 	if u, g := ownerOf(t, h.lay.HelperSocket()); u != h.ownerUID || g != h.ownerGID {
 		t.Errorf("got owner %d:%d, want %d:%d", u, g, h.ownerUID, h.ownerGID)
 	}
-	// Nothing but the socket is left in the run directory (the private bind directory
-	// is gone).
-	entries, err := os.ReadDir(h.lay.RunDir)
+	// Nothing but the socket is left in the socket directory (the temporary name is
+	// gone), and nothing at all in the owner's run directory.
+	entries, err := os.ReadDir(h.lay.HelperSocketDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,19 +38,68 @@ func TestSocketModeAndOwner(t *testing.T) {
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Errorf("run dir holds %v, want only the socket", names)
+		t.Errorf("socket dir holds %v, want only the socket", names)
+	}
+	if entries, err := os.ReadDir(h.lay.RunDir); err == nil && len(entries) != 0 {
+		t.Errorf("the helper left %d entries in the owner's run directory", len(entries))
 	}
 }
 
-// TestRunDirCreatedForOwner: a missing run directory is made and given to the owner,
-// who must be able to reach the socket in it.
-func TestRunDirCreatedForOwner(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("chown to another gid needs root")
-	}
+// TestSocketDirIsRoots: the socket's directory is made root's (ours), 0755, so the
+// owner can pass through it but change nothing in it; one that is not ours, or that
+// others can write, is refused before anything is bound, chmod-ed or chowned.
+func TestSocketDirIsRoots(t *testing.T) {
 	h := newHarness(t)
-	if u, g := ownerOf(t, h.lay.RunDir); u != h.ownerUID || g != h.ownerGID {
-		t.Errorf("run dir owner %d:%d, want %d:%d", u, g, h.ownerUID, h.ownerGID)
+	if u, _ := ownerOf(t, h.lay.HelperSocketDir()); u != os.Geteuid() {
+		t.Errorf("socket dir owner %d, want us (%d)", u, os.Geteuid())
+	}
+	if fi, err := os.Stat(h.lay.HelperSocketDir()); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("socket dir: %v, %v; want mode 0755", fi, err)
+	}
+	if os.Getuid() != 0 {
+		t.Skip("giving the directory to another uid needs root")
+	}
+	for _, tc := range []struct {
+		name  string
+		spoil func(dir string) error
+	}{
+		{"owned by another uid", func(dir string) error { return os.Chown(dir, 4242, 4242) }},
+		{"writable by others", func(dir string) error { return os.Chmod(dir, 0o777) }},
+		{"a symlink", func(dir string) error {
+			if err := os.Rename(dir, dir+".real"); err != nil {
+				return err
+			}
+			return os.Symlink(dir+".real", dir)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lay, err := layoutNew(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(lay.HelperSocketDir(), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.spoil(lay.HelperSocketDir()); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.Lstat(lay.HelperSocketDir())
+			h := &harness{lay: lay, net: &recordingNet{}, audit: &syncBuffer{}, ownerUID: os.Getuid(), ownerGID: testOwnerGID()}
+			srv, err := NewServer(h.serverConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.ListenAndServe(context.Background()); err == nil || !strings.Contains(err.Error(), "helper socket directory") {
+				t.Fatalf("got %v, want a refusal naming the socket directory", err)
+			}
+			after, _ := os.Lstat(lay.HelperSocketDir())
+			if before.Mode() != after.Mode() || !os.SameFile(before, after) {
+				t.Errorf("the refused directory changed: %v → %v", before.Mode(), after.Mode())
+			}
+			if _, err := os.Lstat(filepath.Join(lay.HelperSocketDir(), "helper.sock")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a socket was made in the refused directory: %v", err)
+			}
+		})
 	}
 }
 
@@ -89,7 +138,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.lay = lay
-	if err := os.MkdirAll(lay.RunDir, 0o755); err != nil {
+	if err := os.MkdirAll(lay.HelperSocketDir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// A socket nothing listens on any more, as a killed helper leaves it.
@@ -113,7 +162,7 @@ func TestNonSocketAtPathIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(lay.RunDir, 0o755); err != nil {
+	if err := os.MkdirAll(lay.HelperSocketDir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	mustWrite(t, lay.HelperSocket())

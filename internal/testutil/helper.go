@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/layout"
 	"banger/internal/privileged"
 )
 
@@ -35,7 +36,11 @@ func StartHelper(t testing.TB, root string) *privileged.Client {
 		_ = cmd.Wait()
 		logf.Close()
 	})
-	cl := privileged.NewClient(filepath.Join(root, "run", "helper.sock"))
+	lay, err := layout.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := privileged.NewClient(lay.HelperSocket())
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
