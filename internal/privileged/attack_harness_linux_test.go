@@ -259,6 +259,15 @@ func newAttackEnv(t *testing.T) *attackEnv {
 		t.Fatal(err)
 	}
 	e.makeVictims(t)
+	// Whatever a failed attack bound stays bound after the files go: unbind it.
+	t.Cleanup(func() {
+		loops, _ := blockdev.LoopList(context.Background())
+		for _, dir := range []string{e.root, e.victim} {
+			for _, l := range blockdev.LoopsUnder(loops, dir) {
+				_ = blockdev.LoopDetach(context.Background(), l.Device)
+			}
+		}
+	})
 	e.ns = testutil.NetNS(t)
 	e.makeVictimNet(t)
 

@@ -173,7 +173,8 @@ func newFuzzEnv(f testing.TB) *fuzzEnv {
 		}
 	}
 	outside := filepath.Join(dir, "outside")
-	write(filepath.Join(outside, "secret"), 64)
+	write(filepath.Join(outside, "secret"), 64) // hard-linked into the disks below
+	write(filepath.Join(outside, "other"), 64)  // reached only through symlinks
 	disks, images := lay.DisksDir(), lay.ImagesDir()
 	write(filepath.Join(disks, fzVM, "root.ext4"), 4096)
 	write(filepath.Join(disks, fzVM, "cow.img"), 4096)
@@ -183,7 +184,7 @@ func newFuzzEnv(f testing.TB) *fuzzEnv {
 	write(filepath.Join(images, "vmlinux"), 4096)
 	write(filepath.Join(lay.KernelsDir(), "k1", "vmlinux"), 4096)
 	write(filepath.Join(lay.StateDir, "loose.img"), 4096)
-	symlink(filepath.Join(outside, "secret"), filepath.Join(disks, fzVM, "out.img"))
+	symlink(filepath.Join(outside, "other"), filepath.Join(disks, fzVM, "out.img"))
 	symlink("../../images/base.ext4", filepath.Join(disks, fzVM, "base-link.img"))
 	symlink(outside, filepath.Join(disks, "outdir"))
 	symlink("/", filepath.Join(disks, "slash"))
@@ -203,7 +204,7 @@ func newFuzzEnv(f testing.TB) *fuzzEnv {
 	}
 	l.SetUnlinkOnClose(false)
 	l.Close()
-	symlink(filepath.Join(outside, "secret"), filepath.Join(jr, "out.sock"))
+	symlink(filepath.Join(outside, "other"), filepath.Join(jr, "out.sock"))
 	e.loopRO, e.loopRW = "/dev/loop90001", "/dev/loop90002"
 	e.block.loops = []blockdev.Loop{
 		{Device: e.loopRO, BackingFile: filepath.Join(images, "base.ext4"), ReadOnly: true},
