@@ -200,7 +200,7 @@ func helperSession(t *testing.T, bin string) {
 
 	guest := netip.MustParseAddr("10.213.7.5")
 	call(OpEnsureNAT, c.EnsureNAT(ctx, EnsureNATRequest{GuestIP: guest, MAC: "02:00:00:00:00:02", Tap: "tap-pool-0", Enable: true}))
-	if out, err := nsRun("nft", "list", "table", "ip", "banger"); err != nil || !strings.Contains(out, "10.213.7.5") {
+	if out, err := nsRun("nft", "list", "table", "ip", NFTTableName(lay.Root)); err != nil || !strings.Contains(out, "10.213.7.5") {
 		t.Errorf("NAT rule for %s not in the table: %v: %s", guest, err, out)
 	}
 	st, err = c.Status(ctx)
@@ -215,7 +215,7 @@ func helperSession(t *testing.T, bin string) {
 	wantCode(t, err, CodeInvalid)
 
 	call(OpEnsureNAT, c.EnsureNAT(ctx, EnsureNATRequest{GuestIP: guest, Tap: "tap-pool-0", Enable: false}))
-	if out, err := nsRun("nft", "list", "table", "ip", "banger"); err != nil || strings.Contains(out, "10.213.7.5") {
+	if out, err := nsRun("nft", "list", "table", "ip", NFTTableName(lay.Root)); err != nil || strings.Contains(out, "10.213.7.5") {
 		t.Errorf("NAT rule for %s still in the table after removal: %v: %s", guest, err, out)
 	}
 	call(OpDeleteTap, c.DeleteTap(ctx, DeleteTapRequest{Name: "tap-pool-0"}))
@@ -229,7 +229,7 @@ func helperSession(t *testing.T, bin string) {
 	if out, err := nsRun("ip", "link", "show", bridge); err == nil {
 		t.Errorf("bridge still there after RemoveNetwork: %s", out)
 	}
-	if out, err := nsRun("nft", "list", "table", "ip", "banger"); err == nil {
+	if out, err := nsRun("nft", "list", "table", "ip", NFTTableName(lay.Root)); err == nil {
 		t.Errorf("table still there after RemoveNetwork: %s", out)
 	}
 	st, err = c.Status(ctx)
