@@ -7,7 +7,7 @@
 //	banger-helper [--root DIR] [--owner-uid N --owner-gid N] [--log-format text|json]
 //
 // The owner comes from the flags or, without them, from ROOT/install.json. The socket
-// is ROOT/helper/helper.sock, the audit log ROOT/logs/helper-audit.log; operational logs
+// is ROOT/helper/helper.sock, the audit log ROOT/system/helper-audit.log; operational logs
 // go to stderr. SIGTERM or SIGINT stops it cleanly and removes the socket.
 package main
 
@@ -90,7 +90,18 @@ func run(args []string, stderr io.Writer) error {
 	}
 	defer auditFile.Close()
 
-	nl, err := linuxnet.New(linuxnet.Options{})
+	deny, err := cfg.EgressDenyPrefixes()
+	if err != nil {
+		return err
+	}
+	dnsListen, err := cfg.DNSListen()
+	if err != nil {
+		return err
+	}
+	// The guest policy comes from this root-owned config.toml, never from requests.
+	nl, err := linuxnet.New(linuxnet.Options{Root: lay.Root, Policy: linuxnet.Policy{
+		IsolateVMs: cfg.Network.IsolateVMs, EgressDeny: deny, DNSPort: dnsListen.Port(),
+	}})
 	if err != nil {
 		return fmt.Errorf("kernel networking: %w", err)
 	}
@@ -207,10 +218,10 @@ func loadConfig(lay layout.Layout) (config.Config, error) {
 	return config.Parse(data, lay.ConfigPath())
 }
 
-// openAuditLog opens ROOT/logs/helper-audit.log for appending. The log directory may
-// belong to the owner, who could plant a symlink or a hard link there to make root
-// append to some other file; so the file is opened beneath the root with symlinks
-// refused, and must be a root-owned regular file with one link.
+// openAuditLog opens ROOT/system/helper-audit.log for appending. ROOT/system is
+// root's (layout.CreateSystemDir makes it, checking ROOT), so the owner can neither
+// rewrite nor delete the trail; the file is still opened beneath the root with
+// symlinks refused, and must be a root-owned regular file with one link.
 func openAuditLog(lay layout.Layout, uid, gid int) (*os.File, error) {
 	if _, err := os.Stat(lay.LogDir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(lay.LogDir, 0o750); err != nil {
@@ -219,6 +230,9 @@ func openAuditLog(lay layout.Layout, uid, gid int) (*os.File, error) {
 		if err := os.Chown(lay.LogDir, uid, gid); err != nil {
 			return nil, fmt.Errorf("chown %s to the owner %d:%d: %w", lay.LogDir, uid, gid, err)
 		}
+	}
+	if err := lay.CreateSystemDir(); err != nil {
+		return nil, err
 	}
 	rootFD, err := unix.Open(lay.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
