@@ -85,7 +85,7 @@ func startInstance(cmd *cobra.Command, env *Env, o system.Owner, detach bool, ti
 	if err != nil {
 		return err
 	}
-	routes, err := linuxnet.New(linuxnet.Options{})
+	routes, err := linuxnet.New(linuxnet.Options{Root: l.Root})
 	if err != nil {
 		return fmt.Errorf("open netlink: %w", err)
 	}

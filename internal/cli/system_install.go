@@ -74,13 +74,17 @@ func newSystemUninstallCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			n, err := linuxnet.New(linuxnet.Options{})
+			n, err := linuxnet.New(linuxnet.Options{Root: l.Root})
 			if err != nil {
 				return err
 			}
 			defer n.Close()
+			scope := privileged.TapScope{Bridge: cfg.Network.Bridge, OwnerUID: -1}
+			if md, err := privileged.ReadTrustedInstallMetadata(l.InstallMetadataPath()); err == nil {
+				scope.OwnerUID = md.OwnerUID
+			}
 			return system.Uninstall(cmd.Context(), system.UninstallOptions{
-				Layout: l, UnitDir: unitDir, Network: n, Bridge: cfg.Network.Bridge, Purge: purge, Out: env.Out,
+				Layout: l, UnitDir: unitDir, Network: n, Scope: scope, Purge: purge, Out: env.Out,
 			})
 		},
 	}

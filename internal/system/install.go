@@ -101,9 +101,10 @@ type UninstallOptions struct {
 	UnitDir string
 	// Network removes banger's bridge, taps and nftables table.
 	Network interface {
-		RemoveNetwork(ctx context.Context, bridge string) error
+		RemoveNetwork(ctx context.Context, scope privileged.TapScope) error
 	}
-	Bridge string
+	// Scope is the bridge and the owner whose taps go.
+	Scope privileged.TapScope
 	// Purge also deletes the root (store, images, disks, logs).
 	Purge bool
 	Out   io.Writer
@@ -132,10 +133,10 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		}
 	}
 	if o.Network != nil {
-		if err := o.Network.RemoveNetwork(ctx, o.Bridge); err != nil {
+		if err := o.Network.RemoveNetwork(ctx, o.Scope); err != nil {
 			return fmt.Errorf("remove banger's network: %w", err)
 		}
-		fmt.Fprintf(o.Out, "removed bridge %s, banger's taps and nftables table ip banger\n", o.Bridge)
+		fmt.Fprintf(o.Out, "removed bridge %s, banger's taps and nftables rules\n", o.Scope.Bridge)
 	}
 	if o.Purge {
 		if err := os.RemoveAll(o.Layout.Root); err != nil {
