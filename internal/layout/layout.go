@@ -12,6 +12,8 @@
 //	  helper-audit.log         the helper's audit trail, one line per call
 //	  helper.pid, bangerd.pid  records of the processes `system run -d` started
 //	                           (PID, start time, executable), read by `system stop`
+//	ROOT/helper/             root's (0755): the helper's socket, helper.sock, made
+//	                         and handed to the owner by the helper (HelperSocketDir)
 //	ROOT/jail/               root's: the Firecracker jailer's chroot base
 //	                         (privileged.JailBase); the jails below it are made by
 //	                         the helper
@@ -47,9 +49,9 @@
 //
 // The root-owned files above stay root's: nothing chowns them to the owner, and
 // the owner cannot rename, replace or delete them because ROOT and ROOT/system
-// are root's. The helper's socket (HelperSocket) is the one thing root makes for
-// the owner to use; package privileged says how it is created and handed over
-// without acting on a path the owner controls.
+// are root's. The helper's socket is the one thing root makes for the owner to
+// use: the helper binds it in ROOT/helper/, root's, and hands it over there, so it
+// never acts on a path the owner controls (package privileged).
 //
 // bangerd never runs as root: `banger system run|install` refuse an owner of
 // uid 0.
