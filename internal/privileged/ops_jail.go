@@ -46,6 +46,10 @@ func (s *Server) jailLaunch(ctx context.Context, r *JailLaunchRequest) (JailLaun
 	if err != nil {
 		return JailLaunchResponse{}, err
 	}
+	// A runtime without usable binaries says so before any file is opened or made.
+	if m, ok := rt.(interface{ Missing() string }); ok && m.Missing() != "" {
+		return JailLaunchResponse{}, errors.New(m.Missing())
+	}
 	spec := JailSpec{ID: r.ID, Cgroups: r.Cgroups}
 	spec.LogLevel, _ = jailLogLevel(r.ID, r.FirecrackerArgs) // checked by jailLaunchSyntax
 	defer func() {
