@@ -49,7 +49,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := checkRoutes(cfg); err != nil {
+	if err := checkRoutes(cfg, l.Root); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -118,9 +118,10 @@ func listen(path string) (net.Listener, error) {
 
 // checkRoutes refuses a bridge CIDR that overlaps a host route, whoever started us
 // (`banger system run` checks too, but systemd starts bangerd directly). Reading
-// routes over netlink needs no privilege.
-func checkRoutes(cfg config.Config) error {
-	n, err := linuxnet.New(linuxnet.Options{})
+// routes over netlink needs no privilege (linuxnet wants the root only to name its
+// per-root tables, which reading routes never touches).
+func checkRoutes(cfg config.Config, root string) error {
+	n, err := linuxnet.New(linuxnet.Options{Root: root})
 	if err != nil {
 		return err
 	}
