@@ -304,10 +304,11 @@ func TestAttackSystemStopLeavesOwnerPicksAlone(t *testing.T) {
 	// run/bangerd.sock as a link to a socket of root's that nothing listens on.
 	// (run/ itself is in root's ROOT and cannot be swapped.) Only sockets, and
 	// never through a link, are removed.
-	sockDir := filepath.Join(filepath.Dir(v.dir), "sockets")
-	if err := os.Mkdir(sockDir, 0o755); err != nil {
+	sockDir, err := os.MkdirTemp("/tmp", "bt-sock-")
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	ln, err := net.Listen("unix", filepath.Join(sockDir, "bangerd.sock"))
 	if err != nil {
 		t.Fatal(err)

@@ -149,7 +149,7 @@ func TestSystemRunStatusStop(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, human)
 	}
-	for _, want := range []string{"banger-helper", "bt0 10.213.7.1/24 (up)", "2/2 idle", "ip banger present", "*.vm on 10.213.7.1:5353"} {
+	for _, want := range []string{"banger-helper", "bt0 10.213.7.1/24 (up)", "2/2 idle", "banger_", "present, ip forwarding on", "*.vm on 10.213.7.1:5353"} {
 		if !strings.Contains(human, want) {
 			t.Errorf("status output lacks %q:\n%s", want, human)
 		}
