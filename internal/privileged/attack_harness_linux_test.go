@@ -574,14 +574,15 @@ func refused(t testing.TB, what string, r reply, codes ...string) {
 	}
 }
 
-// watch captures everything an attack may damage: the whole root (the audit log may
-// grow), the victims and any extra paths, the helper's namespace, the helper, the
-// dialers and the victim process.
-func (e *attackEnv) watch(t testing.TB, extra ...string) *testutil.HostState {
+// watch captures everything an attack may damage: the whole root, the victims, the
+// helper's namespace, the helper, the dialers and the victim process. The audit log
+// and the paths in volatile (where a legitimate call the attack makes changes
+// things) may change content; their entries' type, mode and owner are still checked.
+func (e *attackEnv) watch(t testing.TB, volatile ...string) *testutil.HostState {
 	t.Helper()
 	return testutil.CaptureHost(t, testutil.Watch{
-		Paths:    append([]string{e.root, e.victim}, extra...),
-		Volatile: []string{e.lay.AuditLog()},
+		Paths:    []string{e.root, e.victim},
+		Volatile: append([]string{e.lay.AuditLog()}, volatile...),
 		PIDs:     []int{e.helper, e.victimPID, e.ownerDial.pid, e.otherDial.pid},
 		Netns:    e.ns,
 	})
@@ -601,11 +602,18 @@ func (e *attackEnv) stillServes(t testing.TB) {
 // helper still serving its owner. plant may be nil.
 func (e *attackEnv) attack(t *testing.T, name string, plant, act func(t *testing.T)) {
 	t.Helper()
+	e.attackWith(t, name, nil, plant, act)
+}
+
+// attackWith is attack where the paths in volatile may legitimately change (see
+// watch).
+func (e *attackEnv) attackWith(t *testing.T, name string, volatile []string, plant, act func(t *testing.T)) {
+	t.Helper()
 	t.Run(name, func(t *testing.T) {
 		if plant != nil {
 			plant(t)
 		}
-		st := e.watch(t)
+		st := e.watch(t, volatile...)
 		act(t)
 		st.AssertUnchanged(t)
 		e.stillServes(t)

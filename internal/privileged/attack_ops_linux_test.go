@@ -9,6 +9,7 @@ package privileged_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -42,14 +43,20 @@ func (e *attackEnv) ownerDir(t testing.TB, dir string) string {
 	return dir
 }
 
+// jailExec is the name of the helper's firecracker binary (vmm.firecracker in the
+// attack environment's config.toml), which names its jails' directories.
+const jailExec = "true"
+
 // jailRunPath is the /run of jail id under the root's jail base.
 func (e *attackEnv) jailRunPath(id string) string {
-	return filepath.Join(e.root, "jail", "firecracker", id, "root", "run")
+	return filepath.Join(e.root, "jail", jailExec, id, "root", "run")
 }
 
-// jailRun makes the /run of jail id as the jailer leaves it: the jail base and the
-// jail's own directory root's, its root and /run the owner's (firecracker runs as
-// the owner and makes its sockets there).
+// jailRun makes the /run of jail id: the jail base and the jail's own directory
+// root's, its /run the owner's (firecracker runs as the owner and makes its sockets
+// there). The jail's root is made the owner's too, which lets the owner swap /run
+// itself: more than a jail gives it, so that the helper is shown not to depend on
+// the jail root being root's.
 func (e *attackEnv) jailRun(t testing.TB, id string) string {
 	t.Helper()
 	r := e.jailRunPath(id)
@@ -144,7 +151,11 @@ func startFlipper(t testing.TB, a, b string) *flipper {
 		for {
 			for i := 0; i < 2; i++ {
 				if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
-					t.Errorf("flip %s and %s: %v", a, b, err)
+					// Gone (a legitimate removal took them): the watched state
+					// says whether that was right.
+					if !errors.Is(err, unix.ENOENT) {
+						t.Errorf("flip %s and %s: %v", a, b, err)
+					}
 					return
 				}
 				f.flips.Add(1)
@@ -401,7 +412,7 @@ func TestAttackPaths(t *testing.T) {
 		for _, p := range []string{
 			filepath.Join(run, "vm.sock"), e.lay.ConfigPath(), e.lay.InstallMetadataPath(), e.lay.AuditLog(),
 			filepath.Join(filepath.Dir(jr), "root.sock"), filepath.Join(e.root, "jail"),
-			filepath.Join(e.root, "jail", "firecracker", "vm1"), jr,
+			filepath.Join(e.root, "jail", jailExec, "vm1"), jr,
 		} {
 			chown(t, p)
 		}
@@ -414,7 +425,7 @@ func TestAttackPaths(t *testing.T) {
 		}
 		e.ownerSymlink(t, e.victim, r)
 	}, func(t *testing.T) {
-		chown(t, filepath.Join(e.root, "jail", "firecracker", "vm2", "root", "run", "root.sock"))
+		chown(t, filepath.Join(e.jailRunPath("vm2"), "root.sock"))
 	})
 
 	e.attack(t, "ChownToOwner socket swapped for a symlink during the call", func(t *testing.T) {
@@ -576,6 +587,35 @@ func TestAttackPaths(t *testing.T) {
 		noLoopsOver(t, e.root)
 	})
 
+	e.attack(t, "LoopAttach directory swapped for a symlink during the call", func(t *testing.T) {
+		dir := e.ownerDir(t, filepath.Join(disks, "ldirrace"))
+		e.ownerFile(t, filepath.Join(dir, "disk.img"), 1<<16)
+		// The victim's directory holds a disk.img of root's under the same name.
+		e.ownerSymlink(t, e.victim, filepath.Join(disks, "ldirrace-alt"))
+	}, func(t *testing.T) {
+		dir := filepath.Join(disks, "ldirrace")
+		target := filepath.Join(dir, "disk.img")
+		acc, ref := race(t, dir, filepath.Join(disks, "ldirrace-alt"), func() reply {
+			r := e.call(t, privileged.OpLoopAttach, privileged.LoopAttachRequest{Path: target, ReadOnly: true})
+			if r.Status == http.StatusOK {
+				var resp privileged.LoopAttachResponse
+				if err := json.Unmarshal(r.Body, &resp); err != nil {
+					t.Errorf("LoopAttach answer %s: %v", r, err)
+				} else {
+					dev := resp.Device
+					if d := e.call(t, privileged.OpLoopDetach, privileged.LoopDetachRequest{Device: dev}); d.Status != http.StatusOK {
+						t.Errorf("detach %s, bound over the owner's file during the race: %s", dev, d)
+					}
+				}
+			}
+			return r
+		})
+		noLoopsOver(t, e.victim)
+		if acc == 0 || ref == 0 {
+			t.Errorf("%d accepted, %d refused: the race never showed the helper both the directory and the symlink", acc, ref)
+		}
+	})
+
 	e.attack(t, "JailLaunch sources outside the root", func(t *testing.T) {
 		dir := e.ownerDir(t, filepath.Join(images, "jout"))
 		e.ownerSymlink(t, shadow, filepath.Join(dir, "vmlinux"))
@@ -695,6 +735,46 @@ func TestAttackPaths(t *testing.T) {
 		})
 		if acc == 0 || ref == 0 {
 			t.Errorf("%d reached the jailer, %d refused: the race never showed the helper both the disk and the symlink", acc, ref)
+		}
+	})
+
+	e.attack(t, "JailLaunch console log swapped for a symlink during the call", func(t *testing.T) {
+		// The VM's own console log exists (the race attack above left it, as a
+		// launch does); its alternative is a symlink to root's file.
+		if _, err := os.Lstat(console); err != nil {
+			e.ownerFile(t, console, 0)
+		}
+		e.ownerSymlink(t, shadow, filepath.Join(vmLogs, "alt"))
+	}, func(t *testing.T) {
+		acc, ref := raceWith(t, console, filepath.Join(vmLogs, "alt"), reachedJailer, func() reply {
+			return e.call(t, privileged.OpJailLaunch, jailReq(kernel, rootfs, console))
+		})
+		if acc == 0 || ref == 0 {
+			t.Errorf("%d reached the jailer, %d refused: the race never showed the helper both the log and the symlink", acc, ref)
+		}
+	})
+
+	e.attackWith(t, "JailRemove while the jail's run directory is swapped for a symlink", []string{filepath.Join(e.root, "jail")}, func(t *testing.T) {
+		// A jail of the owner's, whose /run holds links to root's files, and an
+		// alternative /run that is a symlink to root's directory.
+		r := e.jailRun(t, "rmvm")
+		e.ownerSymlink(t, shadow, filepath.Join(r, "shadow"))
+		e.ownerSymlink(t, e.victim, filepath.Join(r, "victimdir"))
+		e.ownerSymlink(t, e.victim, filepath.Join(filepath.Dir(r), "alt"))
+	}, func(t *testing.T) {
+		r := e.jailRunPath("rmvm")
+		f := startFlipper(t, r, filepath.Join(filepath.Dir(r), "alt"))
+		time.Sleep(50 * time.Millisecond)
+		res := e.call(t, privileged.OpJailRemove, privileged.JailRemoveRequest{ID: "rmvm"})
+		f.Stop()
+		// Removing the owner's own jail is legitimate (and then the flipper, whose
+		// names went with it, stops on an error, which is expected): what must not
+		// happen is anything to the victims, watched, through the links or the swap.
+		if res.Status != http.StatusOK {
+			t.Errorf("JailRemove of the owner's stopped jail: %s", res)
+		}
+		if _, err := os.Lstat(filepath.Dir(filepath.Dir(r))); err == nil {
+			t.Errorf("the jail %s is still there after JailRemove: the attack did not reach the removal", filepath.Dir(filepath.Dir(r)))
 		}
 	})
 
