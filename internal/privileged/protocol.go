@@ -143,7 +143,9 @@ type ResolverRoutingResponse struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-// ChownToOwnerRequest hands a file under banger's root (a VMM's socket, say) to the owner.
+// ChownToOwnerRequest hands one socket a jailed firecracker made to the owner: Path
+// must be <JailBase>/<firecracker>/<id>/root/run/<socket>, a socket of the owner's
+// with one link. Nothing else is ever handed over (see validator.chownToOwner).
 type ChownToOwnerRequest struct {
 	Path string `json:"path"`
 }

@@ -31,8 +31,9 @@ type JailerOptions struct {
 	// ChrootBase is --chroot-base-dir (default DefaultChrootBase). It must be
 	// on the filesystem that holds the VMs' disks (they are hard-linked in),
 	// short (the vsock socket's host path, <base>/firecracker/<id>/root/run/
-	// vsock.sock_<port>, must fit in 107 bytes), and, for banger-helper's
-	// ChownToOwner to accept the sockets, under banger's root.
+	// vsock.sock_<port>, must fit in 107 bytes), and, through banger-helper,
+	// privileged.JailBase of the layout: the helper builds jails there only, and
+	// its ChownToOwner accepts only sockets in a jail's run/ there.
 	ChrootBase string
 	// UID and GID Firecracker runs as; not 0. GID should be a group of
 	// banger's owner: the jail's /run, where Firecracker makes its sockets,
