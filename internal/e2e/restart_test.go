@@ -1,25 +1,29 @@
 package e2e_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 )
 
+// pid reads the PID from the record `system run -d` keeps in ROOT/system (root's:
+// see package layout).
 func (e *env) pid(file string) int {
 	e.t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.root, "run", file))
+	b, err := os.ReadFile(filepath.Join(e.root, "system", file))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		e.t.Fatal(err)
+	var rec struct {
+		PID int `json:"pid"`
 	}
-	return pid
+	if err := json.Unmarshal(b, &rec); err != nil || rec.PID <= 0 {
+		e.t.Fatalf("record %s: %v (%q)", file, err, b)
+	}
+	return rec.PID
 }
 
 func (e *env) reachable(name string) {
