@@ -277,7 +277,35 @@ func newAttackEnv(t *testing.T) *attackEnv {
 	e.otherDial = startDialer(t, bin, e.otherUID, e.otherGID)
 	e.startHelper(t)
 	e.setupNetwork(t)
+	e.checkCallsAreTheOwners(t)
 	return e
+}
+
+// checkCallsAreTheOwners reads the helper's audit log: every call so far must have
+// come, by the kernel's SO_PEERCRED as the helper read it, from the owner's uid and
+// the owner's dialer process; else the attacks below would not be the owner's.
+func (e *attackEnv) checkCallsAreTheOwners(t *testing.T) {
+	t.Helper()
+	data, err := os.ReadFile(e.lay.AuditLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("audit log has %d lines after the setup calls, want at least 3:\n%s", len(lines), data)
+	}
+	for _, l := range lines {
+		var rec struct {
+			PeerUID int `json:"peer_uid"`
+			PeerPID int `json:"peer_pid"`
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		if rec.PeerUID != e.ownerUID || rec.PeerPID != e.ownerDial.pid {
+			t.Fatalf("audit line %s: want peer uid %d, pid %d (the owner's dialer)", l, e.ownerUID, e.ownerDial.pid)
+		}
+	}
 }
 
 func ids(t testing.TB, u *user.User) (int, int) {
