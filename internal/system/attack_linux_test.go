@@ -3,6 +3,7 @@ package system_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"banger/internal/layout"
+	"banger/internal/system"
 	"banger/internal/testutil"
 )
 
@@ -399,4 +401,40 @@ func startOf(t *testing.T, pid int) uint64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestAttackSystemInstallRefusesOwnerBinDir: systemd runs banger-helper as root
+// from --bin-dir, so `system install` refuses a bin dir the owner could write,
+// before it writes any unit or touches the root.
+func TestAttackSystemInstallRefusesOwnerBinDir(t *testing.T) {
+	testutil.RequireRoot(t, "useradd")
+	u := testutil.User(t)
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	dir, err := os.MkdirTemp("/tmp", "bt-ownerbin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	data, err := os.ReadFile(testutil.Binary(t, "banger-helper"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "banger-helper"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	l, err := layout.New(testutil.Root(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unitDir := t.TempDir()
+	st := testutil.CaptureHost(t, testutil.Watch{Paths: []string{l.Root, unitDir, dir}})
+	err = system.Install(context.Background(), system.InstallOptions{Layout: l, Owner: system.Owner{UID: uid, GID: gid, Name: u.Username}, UnitDir: unitDir, BinDir: dir, Out: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "belongs to uid "+u.Uid) {
+		t.Fatalf("Install with an owner's bin dir: %v, want a refusal naming uid %s", err, u.Uid)
+	}
+	st.AssertUnchanged(t)
 }

@@ -14,6 +14,7 @@ import (
 	"banger/internal/buildinfo"
 	"banger/internal/layout"
 	"banger/internal/privileged"
+	"banger/internal/trustfs"
 )
 
 // InstallOptions configures Install.
@@ -48,6 +49,14 @@ func Install(ctx context.Context, o InstallOptions) error {
 	if err := checkOwner(o.Owner); err != nil {
 		return err
 	}
+	// systemd will run banger-helper as root from BinDir: it and every directory up
+	// to / must be root's and writable by no one else, checked before root writes
+	// anything there.
+	binDir, err := trustfs.OpenDir(o.BinDir)
+	if err != nil {
+		return fmt.Errorf("banger-helper runs as root from --bin-dir %s, so that directory must be root's: %w", o.BinDir, err)
+	}
+	binDir.Close()
 	if o.SrcDir != "" && o.SrcDir != o.BinDir {
 		for _, b := range Binaries {
 			src := filepath.Join(o.SrcDir, b)
@@ -59,6 +68,11 @@ func Install(ctx context.Context, o InstallOptions) error {
 			}
 		}
 	}
+	helper, err := trustfs.OpenBinary(filepath.Join(o.BinDir, "banger-helper"))
+	if err != nil {
+		return fmt.Errorf("banger-helper runs as root from --bin-dir %s, so it must be root's there: %w", o.BinDir, err)
+	}
+	helper.Close()
 	if err := o.Layout.Create(o.Owner.UID, o.Owner.GID); err != nil {
 		return err
 	}
