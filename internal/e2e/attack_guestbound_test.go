@@ -25,8 +25,28 @@ import (
 const (
 	guestDNSMaxInFlight = 64
 	guestDNSPerSource   = 16
-	guestConsoleCap     = 256 << 10
+	guestConsoleCap     = 64 << 10
 )
+
+// consoleFloodBytes is how much the guest writes to its serial console. The brief
+// of finding 8 is 100 MB, but under TCG the emulated 16550 UART moves about
+// 70 KB/s, so 100 MB would take 25 minutes: the default, 2 MiB, is 32 times
+// console.max_size, which rotates the log as often as the logger's bound is ever
+// tested by volume (nothing in it depends on the total; consolelog's own test
+// pushes 100 MiB through a real logger process). BANGER_E2E_CONSOLE_BYTES
+// overrides it, e.g. on a KVM host.
+func consoleFloodBytes(t testing.TB) int {
+	t.Helper()
+	v := os.Getenv("BANGER_E2E_CONSOLE_BYTES")
+	if v == "" {
+		return 2 << 20
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("BANGER_E2E_CONSOLE_BYTES=%q: want a byte count", v)
+	}
+	return n
+}
 
 // silentUpstreamIn binds a UDP socket on the namespace's loopback that reads every
 // query and never answers: the upstream bangerd forwards guests' queries to. It
@@ -110,9 +130,10 @@ func fdCount(t testing.TB, pid int) int {
 // unbounded work for it (findings 7 and 8). From inside a real VM, 10,000 DNS
 // queries for names that forward to an upstream that never answers leave
 // bangerd's descriptors near the per-guest cap, are answered (SERVFAIL) rather
-// than left hanging, and the VM names still resolve; 100 MB written to the
-// serial console leave the log at console.max_size, and `vm logs` shows the
-// guest's escape sequences as text while `vm logs --raw` passes them.
+// than left hanging, and the VM names still resolve; megabytes written to the
+// serial console (see consoleFloodBytes) leave the log at console.max_size, also
+// while bangerd is down, and `vm logs` shows the guest's escape sequences as
+// text while `vm logs --raw` passes them.
 func TestAttackGuestBoundedWork(t *testing.T) {
 	var upstreamHits *atomic.Int64
 	e := newEnvWith(t, 1, func(e *env) string {
@@ -183,7 +204,7 @@ func TestAttackGuestBoundedWork(t *testing.T) {
 		// clipboard write (OSC 52), a line that overwrites itself.
 		const line = `\033[31mRED\033[0m \033]0;pwned\007\033]52;c;ZXZpbA==\007 noise 0123456789abcdef rm -rf ~\rok\n`
 		script := `set -e; printf '` + line + `' > /tmp/b; for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/b /tmp/b > /tmp/c; mv /tmp/c /tmp/b; done;` +
-			` n=$(( 100 * 1024 * 1024 / $(wc -c < /tmp/b) + 1 )); i=0; while [ $i -lt $n ]; do cat /tmp/b; i=$((i+1)); done > /dev/ttyS0; echo wrote $n blocks`
+			` n=$(( ` + strconv.Itoa(consoleFloodBytes(t)) + ` / $(wc -c < /tmp/b) + 1 )); i=0; while [ $i -lt $n ]; do cat /tmp/b; i=$((i+1)); done > /dev/ttyS0; echo wrote $n blocks of $(wc -c < /tmp/b) bytes`
 		var peak atomic.Int64
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
