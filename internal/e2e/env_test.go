@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/privileged"
 	"banger/internal/testutil"
 )
 
@@ -185,8 +186,10 @@ func (e *env) assertNothingLeaked() {
 			e.t.Errorf("a VM tap outlives its VM: %s", line)
 		}
 	}
-	if table := e.inNS("nft", "list", "table", "ip", "banger"); strings.Contains(table, "banger-nat") {
-		e.t.Errorf("NAT rules left in table ip banger:\n%s", table)
+	for _, fam := range []string{"ip", "bridge"} {
+		if table := e.inNS("nft", "list", "table", fam, privileged.NFTTableName(e.root)); strings.Contains(table, "banger-nat") {
+			e.t.Errorf("a guest's rules left in table %s %s:\n%s", fam, privileged.NFTTableName(e.root), table)
+		}
 	}
 	for _, dir := range []string{"state/disks", "run/vms"} {
 		ents, _ := os.ReadDir(filepath.Join(e.root, dir))
