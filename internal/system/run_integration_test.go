@@ -172,6 +172,19 @@ func TestSystemRunStatusStop(t *testing.T) {
 	if got := strings.Join(st.Network.TapPool.IdleTaps, ","); got != "tap-pool-0,tap-pool-1" {
 		t.Errorf("after restart idle taps = %q, want the adopted tap-pool-0,tap-pool-1", got)
 	}
+	// `system restart` without systemd: the recorded processes are stopped (checked
+	// by pidfd against their records) and new ones started for the recorded owner.
+	before := readPID(t, filepath.Join(e.root, "system", "bangerd.pid"))
+	if out, err := e.banger("system", "restart"); err != nil {
+		t.Fatalf("restart: %v\n%s", err, out)
+	}
+	after := readPID(t, filepath.Join(e.root, "system", "bangerd.pid"))
+	if after == before || procUID(t, after) != uid {
+		t.Errorf("after restart bangerd is pid %d (was %d), uid %d: want a new bangerd as the owner %d", after, before, procUID(t, after), uid)
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(before)); err == nil && !zombie(before) {
+		t.Errorf("the old bangerd %d still runs after restart", before)
+	}
 	if out, err := e.banger("system", "stop"); err != nil {
 		t.Fatalf("stop: %v\n%s", err, out)
 	}
