@@ -47,7 +47,8 @@ type StatusResponse struct {
 	Bridge   string `json:"bridge"`
 	// BridgeUp is true when the bridge exists, is up and holds its address.
 	BridgeUp bool `json:"bridge_up"`
-	// NFTTable is true when banger's nftables table (ip banger) exists.
+	// NFTTable is true when this root's nftables tables (ip and bridge
+	// NFTTableName(root)) exist.
 	NFTTable  bool `json:"nft_table"`
 	IPForward bool `json:"ip_forward"`
 	// ResolverRouting says whether systemd-resolved routes the domain to banger's DNS.
