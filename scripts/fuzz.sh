@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every Go fuzz target of the packages below, one at a time, each for FUZZTIME
-# (default 6s: about 3 minutes in all, builds included), starting from the seed corpus checked in
+# (default 5s: about 3 minutes in all, builds included), starting from the seed corpus checked in
 # under <pkg>/testdata/fuzz/<FuzzName>/. Exits non-zero on the first failure; go test
 # then leaves the failing input in that directory: commit it with the fix, so it
 # stays a regression test that every plain `go test` runs.
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 
-FUZZTIME="${FUZZTIME:-6s}"
+FUZZTIME="${FUZZTIME:-5s}"
 pkgs=(./internal/privileged/)
 
 ran=0

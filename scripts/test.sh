@@ -38,5 +38,5 @@ if [ -n "$leftovers$new_in_tmp" ]; then
   exit 1
 fi
 
-echo "== fuzz (every target, bounded: FUZZTIME=${FUZZTIME:-6s} each)"
+echo "== fuzz (every target, bounded: FUZZTIME=${FUZZTIME:-5s} each)"
 scripts/fuzz.sh
