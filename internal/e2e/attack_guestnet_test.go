@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/privileged"
 	"banger/internal/testutil"
 )
 
@@ -137,6 +138,11 @@ func TestAttackGuestNetwork(t *testing.T) {
 		if err := os.WriteFile(cfg, []byte(strings.Replace(string(old), "[network]\n", "[network]\nisolate_vms = true\n", 1)), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// The tables go too, as after an upgrade from a banger that had others:
+		// bangerd's re-attach must give the running guests their rules back.
+		table := privileged.NFTTableName(e.root)
+		e.inNS("nft", "delete", "table", "ip", table)
+		e.inNS("nft", "delete", "table", "bridge", table)
 		e.must("system", "restart")
 		blocked(t, "VM to VM with isolate_vms", "a", wget("http://"+b.IP+":8080/"))
 		if out := mustGuest(t, "a", wget("http://"+rem.addr+":8000/hello.txt")); !strings.Contains(out, "hello from remote") {

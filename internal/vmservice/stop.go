@@ -209,6 +209,14 @@ func (s *Service) Open(ctx context.Context) error {
 		}
 		if hostnetwork.ProcessAlive(h.PID, h.PIDStart) {
 			if l, err := s.d.Store.LeaseOf(ctx, vm.ID); err == nil {
+				// The guest's network rules again (a no-op when they are in place): the
+				// helper's tables may be new (an upgrade, a flushed ruleset), and without
+				// them the guest's tap gets nothing onto the bridge.
+				if h.Tap != "" {
+					if err := s.d.Network.SetNAT(ctx, l.Addr, macFor(vm.ID), h.Tap, true); err != nil {
+						s.log.Warn("re-apply network rules", "vm", vm.Name, "err", err)
+					}
+				}
 				if sp := decodeSpec(vm.Spec); len(sp.Publish) > 0 {
 					if err := s.d.Ports.Publish(ctx, vm.ID, sp.Publish, l.Addr); err != nil {
 						s.log.Warn("re-publish ports", "vm", vm.Name, "err", err)
