@@ -187,6 +187,13 @@ func TestAttackConfigOwnedByOwner(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, e.ownerFlags(), []string{"refusing to start", "is a symlink"}},
+		{"the root directory the owner's", func(t *testing.T) {
+			// config.toml itself is root's, but the owner could rename it away and put
+			// its own in place: the directory above it decides.
+			e.writeConfig(t, jail)
+			e.chownOwner(t, e.root)
+			t.Cleanup(func() { _ = os.Chown(e.root, 0, 0) })
+		}, e.ownerFlags(), []string{"refusing to start", "directory " + e.root + " belongs to uid", "chown root:root " + e.root}},
 		{"install.json the owner's", func(t *testing.T) {
 			e.writeConfig(t, "")
 			if err := privileged.WriteInstallMetadata(e.lay.InstallMetadataPath(), privileged.InstallMetadata{OwnerUID: e.ownerUID, OwnerGID: e.ownerGID, Version: "test", Root: e.root}); err != nil {
