@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // The logger process is this program run again with these variables set.
@@ -57,7 +58,7 @@ func serve(path, maxStr string) error {
 	}
 	l := &Log{path: path, half: max / 2, f: f, size: fi.Size()}
 	defer l.Close()
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 64<<10)
 	for {
 		n, err := os.Stdin.Read(buf)
 		if n > 0 {
@@ -69,8 +70,20 @@ func serve(path, maxStr string) error {
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			return fmt.Errorf("read console: %w", err)
 		}
+		// A serial port is written a byte at a time: reading each as it comes
+		// would cost a wake-up and a file write per byte, and on a busy host
+		// slow the guest's console (and the host) several times over. Let a
+		// small read's successors gather in the pipe for a moment; a full pipe
+		// (64 KiB) is read at once, so the VMM waits on us only under a flood.
+		if n < len(buf)/2 {
+			time.Sleep(coalesce)
+		}
 	}
 }
+
+// coalesce is how long the logger lets console output gather after a small
+// read: short enough that `vm logs -f` still reads as live.
+const coalesce = 20 * time.Millisecond
 
 // Start starts a fresh capped log at path (max bytes; 0: DefaultMax) and its
 // logger process, and returns the pipe the VMM must write its console to. The
