@@ -508,6 +508,13 @@ func TestAttackSocketDirRace(t *testing.T) {
 	e := helperEnv(t)
 	e.writeConfig(t, "")
 	shadow, passwd := filepath.Join(e.victim, "shadow"), filepath.Join(e.victim, "passwd")
+	// The old helper bound "s" in a fresh directory of run/ and chmod-ed and chowned
+	// run/.helper-*/s by path: a directory swapped for a link to the victims between
+	// the bind and the chmod handed victim/s to the owner.
+	sVictim := filepath.Join(e.victim, "s")
+	if err := os.WriteFile(sVictim, []byte("root's\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -570,7 +577,7 @@ func TestAttackSocketDirRace(t *testing.T) {
 			t.Errorf("run/%s: %v uid %d: the helper made or changed something in the owner's run/", en.Name(), fi.Mode(), st.Uid)
 		}
 	}
-	for _, v := range []string{shadow, passwd} {
+	for _, v := range []string{shadow, passwd, sVictim} {
 		fi, err := os.Stat(v)
 		if err != nil {
 			t.Fatal(err)
