@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"banger/internal/privileged"
 )
 
 // pid reads the PID from the record `system run -d` keeps in ROOT/system (root's:
@@ -53,7 +55,10 @@ func TestRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Orphans a crash could leave: a VM tap no VM holds, a disk directory of no VM.
-	e.inNS("ip", "tuntap", "add", "dev", "tap-vm-dead", "mode", "tap")
+	// The orphan tap is as the helper made it: the owner's, on banger's bridge (the
+	// helper refuses to delete a tap it cannot tell is banger's).
+	e.inNS("ip", "tuntap", "add", "dev", "tap-vm-dead", "mode", "tap", "user", e.owner.Uid)
+	e.inNS("ip", "link", "set", "tap-vm-dead", "master", "be"+strings.TrimSuffix(strings.TrimPrefix(e.prefix, "10.213."), "."))
 	orphanDisk := filepath.Join(e.root, "state/disks/deadbeefdeadbeef")
 	if err := os.MkdirAll(orphanDisk, 0o750); err != nil {
 		t.Fatal(err)
@@ -77,7 +82,7 @@ func TestRestarts(t *testing.T) {
 	if got := strings.TrimSpace(e.inNS("dig", "@"+e.gateway, "-p", "5353", "+short", "bravo.vm")); got != "" {
 		t.Errorf("bravo.vm still resolves: %q", got)
 	}
-	if table := e.inNS("nft", "list", "table", "ip", "banger"); strings.Contains(table, b.IP) {
+	if table := e.inNS("nft", "list", "table", "ip", privileged.NFTTableName(e.root)); strings.Contains(table, b.IP) {
 		t.Errorf("bravo's NAT rules survived:\n%s", table)
 	}
 	if !strings.HasPrefix(b.Tap, "tap-pool-") {
