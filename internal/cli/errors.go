@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/termsafe"
 )
 
 func asErr[T error](err error, target *T) bool { return errors.As(err, target) }
@@ -141,7 +142,8 @@ func (b *batch) fail(name string, err error) {
 		b.only = err
 		return
 	}
-	fmt.Fprintf(b.errOut, "banger: %s: %v\n", name, err)
+	// Like every error the CLI prints, it may carry a guest's text (see Execute).
+	fmt.Fprintf(b.errOut, "banger: %s: %s\n", termsafe.String(name), termsafe.String(err.Error()))
 }
 
 // err is the command's result: nil when nothing failed. Its exit code is the one

@@ -82,6 +82,8 @@ func TestBatchSummary(t *testing.T) {
 		{"single name", []string{"b"}, map[string]error{"b": notFound}, 1, `no VM named "b"`, nil},
 		{"daemon down for all", []string{"a", "b"}, map[string]error{"a": api.ErrDaemonDown, "b": api.ErrDaemonDown}, 3, "could not stop 2 of 2 VMs: a, b", nil},
 		{"mixed codes", []string{"a", "b"}, map[string]error{"a": api.ErrDaemonDown, "b": notFound}, 1, "could not stop 2 of 2 VMs: a, b", nil},
+		// A per-name line may carry a guest's text: shown, not obeyed.
+		{"escapes neutralised", []string{"a", "b"}, map[string]error{"a": errors.New("boot failed: \x1b]52;c;ZXZpbA==\x07")}, 1, "could not stop 1 of 2 VMs: a", []string{"boot failed: ^[]52;c;ZXZpbA==^G"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var errOut bytes.Buffer
@@ -105,6 +107,9 @@ func TestBatchSummary(t *testing.T) {
 				if !strings.Contains(errOut.String(), l) {
 					t.Errorf("stderr %q lacks %q", errOut.String(), l)
 				}
+			}
+			if strings.ContainsRune(errOut.String(), 0x1b) {
+				t.Errorf("stderr %q carries a raw ESC", errOut.String())
 			}
 			if len(tt.names) == 1 && errOut.Len() > 0 {
 				t.Errorf("single name printed %q as well as returning its error", errOut.String())

@@ -107,7 +107,7 @@ type Deps struct {
 	// AgentErr says why Agent is empty when the agent exists but is unusable; it is
 	// the answer to every request that needs one.
 	AgentErr error
-	Logger     *slog.Logger
+	Logger   *slog.Logger
 }
 
 // Service is the ImageService.
