@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -41,7 +42,9 @@ func TestOpenRecoversAndCloseLeavesVMs(t *testing.T) {
 	}
 	// The daemon runs in the test's namespace, not the helper's, so its DNS server
 	// listens on loopback rather than the bridge address.
-	toml := "[network]\nbridge = \"bt1\"\nbridge_cidr = \"10.213.9.1/24\"\ntap_pool_size = 2\n[dns]\nlisten = \"127.0.0.1:0\"\n"
+	// The helper needs the real port (it routes and redirects DNS only to dns.listen),
+	// so take a free one rather than :0.
+	toml := fmt.Sprintf("[network]\nbridge = \"bt1\"\nbridge_cidr = \"10.213.9.1/24\"\ntap_pool_size = 2\n[dns]\nlisten = \"127.0.0.1:%d\"\n", freeDNSPort(t))
 	if err := os.WriteFile(l.ConfigPath(), []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -186,4 +189,24 @@ func queryA(t *testing.T, server, name string) string {
 		}
 	}
 	return "NODATA"
+}
+
+// freeDNSPort returns a loopback port free for both UDP and TCP just now.
+func freeDNSPort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		pc.Close()
+		if err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free loopback port for UDP and TCP")
+	return 0
 }

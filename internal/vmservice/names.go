@@ -2,6 +2,7 @@ package vmservice
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"math/big"
@@ -58,7 +59,13 @@ func newID() string {
 
 // macFor derives a stable, locally administered unicast MAC from the VM id.
 func macFor(id string) string {
-	b, _ := hex.DecodeString(id[:10])
+	b, err := hex.DecodeString(id[:min(10, len(id))])
+	if err != nil || len(b) < 5 {
+		// Not one of newID's ids (an old or hand-made record): still one MAC per id,
+		// never a panic in the daemon over a stored record.
+		h := sha256.Sum256([]byte(id))
+		b = h[:5]
+	}
 	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4])
 }
 

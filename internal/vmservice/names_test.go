@@ -61,6 +61,14 @@ func TestMACAndID(t *testing.T) {
 	if macFor(id) != mac {
 		t.Error("mac is not stable for one id")
 	}
+	// Ids newID never makes (short, not hex) still get a stable unicast MAC, not a
+	// panic: they come from stored records.
+	for _, odd := range []string{"", "0000aaaa", "not-hex-at-all", "vm1"} {
+		m := macFor(odd)
+		if !strings.HasPrefix(m, "02:") || len(m) != 17 || macFor(odd) != m {
+			t.Errorf("macFor(%q) = %q, want a stable locally administered MAC", odd, m)
+		}
+	}
 }
 
 type bridgeOnly struct{ Network }
