@@ -187,10 +187,10 @@ func assertNotRunning(t *testing.T, e *env) {
 			t.Errorf("system/%s left behind after a refused start (%v)", rec, err)
 		}
 	}
-	for _, sock := range []string{"bangerd.sock", "helper.sock"} {
-		if c, err := net.Dial("unix", filepath.Join(e.root, "run", sock)); err == nil {
+	for _, sock := range []string{"run/bangerd.sock", "helper/helper.sock"} {
+		if c, err := net.Dial("unix", filepath.Join(e.root, sock)); err == nil {
 			c.Close()
-			t.Errorf("something still listens on run/%s", sock)
+			t.Errorf("something still listens on %s", sock)
 		}
 	}
 }
