@@ -206,12 +206,19 @@ func (r *Runner) place(j Jail, f privileged.JailFile) error {
 
 // copyFD copies the file an O_PATH descriptor names to dst (new, 0444). The
 // reopen goes through /proc/self/fd, which names the descriptor's inode.
-func copyFD(src *os.File, dst string) (err error) {
+func copyFD(src *os.File, dst string) error {
 	in, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(src.Fd())))
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	return CopyToNew(in, dst)
+}
+
+// CopyToNew writes what r holds to dst, a new read-only (0444) file; on failure
+// nothing is left at dst. A jail's read-only files are copied this way when they
+// cannot be hard-linked in, by the helper and by the in-process jail alike.
+func CopyToNew(r io.Reader, dst string) (err error) {
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		return err
@@ -224,7 +231,7 @@ func copyFD(src *os.File, dst string) (err error) {
 			_ = os.Remove(dst)
 		}
 	}()
-	_, err = io.Copy(out, in)
+	_, err = io.Copy(out, r)
 	return err
 }
 

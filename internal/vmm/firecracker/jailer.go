@@ -3,7 +3,6 @@ package firecracker
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/jailrun"
 )
 
 // Where banger puts things inside a jail (paths as the jailed Firecracker
@@ -300,26 +301,13 @@ func (j Jailer) own(f JailFile, dst string) error {
 	return os.Chown(dst, j.UID, j.GID)
 }
 
-func copyFile(src, dst string) (err error) {
+func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			_ = os.Remove(dst)
-		}
-	}()
-	_, err = io.Copy(out, in)
-	return err
+	return jailrun.CopyToNew(in, dst)
 }
 
 // RemoveJail deletes what PrepareChroot and the jailer made for this
