@@ -21,6 +21,7 @@ var helperAllowed = map[string]bool{
 	"banger/internal/buildinfo":   true,
 	"banger/internal/bytesize":    true, // config parsing
 	"banger/internal/config":      true, // its own root-owned config.toml
+	"banger/internal/consolelog":  true, // a jailed VM's console, capped (a leaf)
 	"banger/internal/jailrun":     true, // the jailer launch, a leaf
 	"banger/internal/layout":      true,
 	"banger/internal/linuxnet":    true, // bridge, taps, nftables

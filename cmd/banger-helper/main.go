@@ -111,6 +111,10 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	consoleMax, err := cfg.ConsoleMaxBytes()
+	if err != nil {
+		return err
+	}
 	srv, err := privileged.NewServer(privileged.ServerConfig{
 		Layout:       lay,
 		OwnerUID:     uid,
@@ -124,6 +128,7 @@ func run(args []string, stderr io.Writer) error {
 		Resolver:     nl,
 		Block:        blockdev.Local{},
 		Jail:         jailRuntime(cfg, lay, uid, gid, logger),
+		ConsoleMax:   consoleMax,
 		Audit:        privileged.NewAuditLogger(auditFile),
 		Logger:       logger,
 	})

@@ -115,7 +115,9 @@ func (l *Log) Write(p []byte) (int, error) {
 }
 
 // rotate makes PATH the older half and starts a new PATH. The new file is locked
-// before it gets its name, so Settle never mistakes it for a finished log.
+// before it gets its name, so Settle never mistakes it for a finished log, and it
+// takes PATH's name in one step (RENAME_EXCHANGE): were PATH moved away first,
+// Settle could find no PATH in between and take the log for finished.
 func (l *Log) rotate() error {
 	next := l.path + ".new"
 	nf, err := openLocked(next)
@@ -123,12 +125,13 @@ func (l *Log) rotate() error {
 		l.fail()
 		return err
 	}
-	if err := os.Rename(l.path, l.path+PrevSuffix); err != nil {
+	if err := unix.Renameat2(unix.AT_FDCWD, next, unix.AT_FDCWD, l.path, unix.RENAME_EXCHANGE); err != nil {
 		nf.Close()
+		os.Remove(next)
 		l.fail()
-		return fmt.Errorf("console log: %w", err)
+		return fmt.Errorf("console log: rotate: %w", err)
 	}
-	if err := os.Rename(next, l.path); err != nil {
+	if err := os.Rename(next, l.path+PrevSuffix); err != nil { // next now holds the old half
 		nf.Close()
 		l.fail()
 		return fmt.Errorf("console log: %w", err)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The logger process is this program run again with these variables set.
@@ -101,12 +103,33 @@ func Start(path string, max int64) (*os.File, error) {
 	// stays held, by the logger, after we close our copy. Settle cannot see the
 	// log unlocked between now and the logger's start.
 	defer l.Close()
+	return spawn(l.f, path, max, nil)
+}
+
+// StartOnFile is Start for a log that someone else opened: f is the log at path,
+// already open for appending (banger-helper opens a jailed VM's console log beneath
+// the root by descriptor, never by path, see privileged's openConsoleLog), and the
+// logger runs as cred. Root uses it so that the logger, which renames and creates
+// the log's halves by path in the owner's directory, does so with the owner's
+// rights, not root's.
+func StartOnFile(f *os.File, path string, max int64, cred *syscall.Credential) (*os.File, error) {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return nil, fmt.Errorf("console log %s: another logger holds it (%w): is the VM still running?", path, err)
+	}
+	return spawn(f, path, max, cred)
+}
+
+// selfExe is what the logger runs: this very binary, even if the file it came
+// from was replaced since. Tests point it at a copy an unprivileged user can run.
+var selfExe = "/proc/self/exe"
+
+// spawn starts the logger on the locked log f (path), as cred when set.
+func spawn(f *os.File, path string, max int64, cred *syscall.Credential) (*os.File, error) {
 	if max == 0 {
 		max = DefaultMax
 	}
-	self, err := os.Executable()
-	if err != nil {
-		self = "/proc/self/exe"
+	if max < MinMax {
+		return nil, fmt.Errorf("console log cap %d is below the minimum %d", max, MinMax)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -114,7 +137,7 @@ func Start(path string, max int64) (*os.File, error) {
 	}
 	defer r.Close()
 	cmd := &exec.Cmd{
-		Path: "/proc/self/exe", // this very binary, even if self was replaced since
+		Path: selfExe,
 		Args: []string{loggerName, path},
 		Env: []string{
 			envLogger + "=" + path,
@@ -122,14 +145,15 @@ func Start(path string, max int64) (*os.File, error) {
 			"GOMAXPROCS=1",
 		},
 		Stdin:       r,
-		ExtraFiles:  []*os.File{l.f}, // logFD
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+		ExtraFiles:  []*os.File{f}, // logFD
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: cred},
 	}
 	if err := cmd.Start(); err != nil {
 		w.Close()
+		self, _ := os.Executable()
 		return nil, fmt.Errorf("start console logger (%s): %w", self, err)
 	}
-	// Reap it while we are its parent; after a bangerd restart init does.
+	// Reap it while we are its parent; after a restart init does.
 	go func() { _ = cmd.Wait() }()
 	return w, nil
 }

@@ -38,6 +38,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"banger/internal/blockdev"
 	"banger/internal/layout"
 )
@@ -225,6 +227,15 @@ func newFuzzEnv(f testing.TB) *fuzzEnv {
 		Jail:         e.jail,
 		Audit:        NewAuditLogger(io.Discard),
 		devices:      devPaths{mapperDir: filepath.Join(dir, "mapper"), devDir: filepath.Join(dir, "dev"), sysDevBlock: filepath.Join(dir, "sys")},
+		// The console log itself, not a logger's pipe: the targets check which file
+		// the jail would write to, and start no process per input.
+		startConsole: func(log *os.File, _ string, _ int64, _ *syscall.Credential) (*os.File, error) {
+			fd, err := unix.Dup(int(log.Fd()))
+			if err != nil {
+				return nil, err
+			}
+			return os.NewFile(uintptr(fd), log.Name()), nil
+		},
 	})
 	if err != nil {
 		f.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/consolelog"
 )
 
 // JailRuntime is the jail ops' work after validation: Firecracker's jailer run with
@@ -73,7 +75,21 @@ func (s *Server) jailLaunch(ctx context.Context, r *JailLaunchRequest) (JailLaun
 		return JailLaunchResponse{}, err
 	}
 	defer console.Close()
-	spec.Console = console
+	// The guest writes its console without end: Firecracker gets a pipe to a capped
+	// logger (console.max_size), as unjailed VMMs do. The logger renames and makes
+	// the log's halves by path in the owner's logs/vms, so it runs as the owner.
+	start := s.cfg.startConsole
+	if start == nil {
+		start = consolelog.StartOnFile
+	}
+	pipe, err := start(console, r.ConsoleLog, s.cfg.ConsoleMax, &syscall.Credential{
+		Uid: uint32(s.cfg.OwnerUID), Gid: uint32(s.cfg.OwnerGID), Groups: []uint32{},
+	})
+	if err != nil {
+		return JailLaunchResponse{}, fmt.Errorf("jail %s: console log: %w (the owner must be able to run banger-helper's binary)", r.ID, err)
+	}
+	defer pipe.Close()
+	spec.Console = pipe
 	pid, err := rt.Launch(ctx, spec)
 	if err != nil {
 		return JailLaunchResponse{}, fmt.Errorf("jail %s: %w", r.ID, err)

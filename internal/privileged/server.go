@@ -74,6 +74,9 @@ type ServerConfig struct {
 	Net      NetOps
 	Resolver ResolverOps
 	Block    BlockOps
+	// ConsoleMax caps a jailed VM's console log (console.max_size); 0 is
+	// consolelog.DefaultMax.
+	ConsoleMax int64
 	// Jail runs Firecracker's jailer for the jail ops; nil makes them answer that
 	// the jailer is not configured.
 	Jail JailRuntime
@@ -85,6 +88,10 @@ type ServerConfig struct {
 	// devices locates /dev/mapper, /dev and /sys/dev/block for DMCreate's chown; the
 	// zero value means the real ones. Tests point it at a temporary tree.
 	devices devPaths
+	// startConsole puts a capped logger between a jailed Firecracker and its console
+	// log; nil means consolelog.StartOnFile. The fuzz targets, which launch
+	// thousands of fake jails, hand the log itself through instead.
+	startConsole func(log *os.File, path string, max int64, cred *syscall.Credential) (*os.File, error)
 }
 
 func (c ServerConfig) check() error {

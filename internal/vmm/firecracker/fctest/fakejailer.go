@@ -134,6 +134,8 @@ func RunFakeJailer(args []string, stderr io.Writer) int {
 	fcArgs := append([]string{"--id", *id, "--start-time-us", "0", "--start-time-cpu-us", "0"}, fs.Args()...)
 	env := append(os.Environ(), FakeModeEnv+"=firecracker", FakeRootEnv+"="+root)
 	pidFile := filepath.Join(root, name+".pid")
+	// One line on the console, so tests can see where the jail's output goes.
+	fmt.Fprintf(os.Stdout, "jailer (fctest): starting %s in %s\n", name, root)
 	if !*newPIDNS {
 		// The jailer execs in place: same PID.
 		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {

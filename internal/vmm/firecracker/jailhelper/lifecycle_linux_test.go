@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/consolelog"
 	"banger/internal/layout"
 	"banger/internal/privileged"
 	"banger/internal/testutil"
@@ -131,6 +132,13 @@ func TestHelperJailLifecycle(t *testing.T) {
 		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || int(st.Gid) != gid || st.Nlink != 1 {
 			t.Errorf("%s: owner %d:%d, %d links; want the owner's %d:%d, one link", f, st.Uid, st.Gid, st.Nlink, uid, gid)
 		}
+	}
+	// What the jailed Firecracker printed reached the log through the helper's capped
+	// logger (running as the owner), as the guest's console would.
+	consoleLog := filepath.Join(lay.LogDir, "vms", jailID+".console.log")
+	consolelog.Settle(consoleLog, 10*time.Second)
+	if b, err := consolelog.Tail(consoleLog, 4096); err != nil || !strings.Contains(string(b), "jailer (fctest): starting") {
+		t.Errorf("console log %s = %q, %v; want the jailed firecracker's output", consoleLog, b, err)
 	}
 	audit, err := os.ReadFile(lay.AuditLog())
 	if err != nil {

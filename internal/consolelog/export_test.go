@@ -1,0 +1,4 @@
+package consolelog
+
+// SelfExe lets tests run the logger from a copy of the test binary.
+var SelfExe = &selfExe
