@@ -127,7 +127,10 @@ func seenBy(t *testing.T, ns testNS, addr string) (string, error) {
 	t.Helper()
 	var line string
 	err := ns.do(t, func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		// Long enough for a neighbour resolution that failed while the guest had
+		// no rules to be retried (a second ARP round) on a loaded machine; the
+		// blocked cases fail well inside it (refused or dropped, the same).
+		c, err := net.DialTimeout("tcp", addr, 4*time.Second)
 		if err != nil {
 			return err
 		}
