@@ -22,9 +22,11 @@ type VersionResponse struct {
 
 // StatusResponse answers GET /v1/status: everything `banger system status` shows.
 type StatusResponse struct {
-	Version string        `json:"version"`
-	PID     int           `json:"pid"`
-	Root    string        `json:"root"`
+	Version string `json:"version"`
+	PID     int    `json:"pid"`
+	Root    string `json:"root"`
+	// Binary is the bangerd executable that runs (under ROOT/bin after `system run`).
+	Binary  string        `json:"binary"`
 	Started time.Time     `json:"started"`
 	Uptime  time.Duration `json:"uptime_ns"`
 	Helper  HelperStatus  `json:"helper"`

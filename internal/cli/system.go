@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -153,7 +154,7 @@ func newSystemStatusCmd(env *Env) *cobra.Command {
 // printStatus prints what bangerd reported. bangerd is the owner's, and this may
 // run as root: every string it sent is made safe for a terminal first.
 func printStatus(env *Env, st api.StatusResponse) {
-	st.Version, st.Root = termsafe.String(st.Version), termsafe.String(st.Root)
+	st.Version, st.Root, st.Binary = termsafe.String(st.Version), termsafe.String(st.Root), termsafe.String(st.Binary)
 	st.Helper.Version, st.Helper.Error = termsafe.String(st.Helper.Version), termsafe.String(st.Helper.Error)
 	sn := &st.Network
 	sn.Bridge, sn.Address, sn.NFTName = termsafe.String(sn.Bridge), termsafe.String(sn.Address), termsafe.String(sn.NFTName)
@@ -171,6 +172,9 @@ func printStatus(env *Env, st api.StatusResponse) {
 		fmt.Fprintf(w, "banger-helper\tNOT REACHABLE: %s\n", st.Helper.Error)
 	}
 	fmt.Fprintf(w, "root\t%s\n", st.Root)
+	if st.Binary != "" {
+		fmt.Fprintf(w, "binaries\t%s\n", filepath.Dir(st.Binary))
+	}
 	n := st.Network
 	fmt.Fprintf(w, "bridge\t%s %s (%s)\n", n.Bridge, n.Address, upDown(n.BridgeUp))
 	fmt.Fprintf(w, "tap pool\t%d/%d idle%s\n", n.TapPool.Idle, n.TapPool.Size, warming(n.TapPool.Warming))

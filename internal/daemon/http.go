@@ -141,8 +141,9 @@ func (d *Daemon) getStatus(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	self, _ := os.Executable()
 	return api.StatusResponse{
-		Version: buildinfo.Get(), PID: os.Getpid(), Root: d.opts.Layout.Root,
+		Version: buildinfo.Get(), PID: os.Getpid(), Root: d.opts.Layout.Root, Binary: self,
 		Started: d.started, Uptime: time.Since(d.started),
 		Helper: hs, Network: ns, DNS: ds, VMs: len(vms),
 	}, nil

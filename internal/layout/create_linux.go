@@ -129,24 +129,56 @@ func (l Layout) openRoot() (int, error) {
 // ensureSystemDir makes ROOT/system under root (a descriptor of ROOT) or accepts
 // an existing one that is the caller's directory, writable by no one else.
 func (l Layout) ensureSystemDir(root int) error {
-	created := true
-	if err := unix.Mkdirat(root, "system", 0o755); errors.Is(err, unix.EEXIST) {
-		created = false
-	} else if err != nil {
-		return fmt.Errorf("create %s: %w", l.SystemDir(), err)
-	}
-	fd, err := openDirBeneath(root, "system", l.SystemDir())
+	fd, err := l.ensureRootsDir(root, "system")
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	return unix.Close(fd)
+}
+
+// ensureRootsDir makes ROOT/name under root (a descriptor of ROOT), root's and
+// 0755, or accepts an existing one that is the caller's directory, writable by no
+// one else; it returns the directory's descriptor.
+func (l Layout) ensureRootsDir(root int, name string) (int, error) {
+	path := filepath.Join(l.Root, name)
+	created := true
+	if err := unix.Mkdirat(root, name, 0o755); errors.Is(err, unix.EEXIST) {
+		created = false
+	} else if err != nil {
+		return -1, fmt.Errorf("create %s: %w", path, err)
+	}
+	fd, err := openDirBeneath(root, name, path)
+	if err != nil {
+		return -1, err
+	}
 	if created {
 		// mkdirat's mode went through the umask; set it exactly, on the descriptor.
 		if err := unix.Fchmod(fd, 0o755); err != nil {
-			return fmt.Errorf("chmod %s: %w", l.SystemDir(), err)
+			unix.Close(fd)
+			return -1, fmt.Errorf("chmod %s: %w", path, err)
 		}
 	}
-	return checkPrivateDir(fd, l.SystemDir())
+	if err := checkPrivateDir(fd, path); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// OpenBinDir makes or opens ROOT/bin, root's, 0755 and writable by no one else,
+// checking ROOT up to / on the way; `system run` copies the binaries it starts
+// beneath the descriptor it returns.
+func (l Layout) OpenBinDir() (*os.File, error) {
+	root, err := l.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	fd, err := l.ensureRootsDir(root, "bin")
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), l.BinDir()), nil
 }
 
 // ensureOwnerDir makes n below the directory parent (a descriptor) and hands it to

@@ -12,6 +12,10 @@
 //	  helper-audit.log         the helper's audit trail, one line per call
 //	  helper.pid, bangerd.pid  records of the processes `system run -d` started
 //	                           (PID, start time, executable), read by `system stop`
+//	ROOT/bin/                root's (0755): the binaries `system run` starts
+//	                         (banger-helper, bangerd, banger-agent, banger-init),
+//	                         copied from where banger was built so the owner can
+//	                         run bangerd even from a checkout it cannot enter
 //	ROOT/helper/             root's (0755): the helper's socket, helper.sock, made
 //	                         and handed to the owner by the helper (HelperSocketDir)
 //	ROOT/jail/               root's: the Firecracker jailer's chroot base
@@ -119,6 +123,10 @@ func (l Layout) ConfigPath() string { return filepath.Join(l.Root, "config.toml"
 // InstallMetadataPath records the owner and version; written by `banger system
 // run|install`. Root's.
 func (l Layout) InstallMetadataPath() string { return filepath.Join(l.Root, "install.json") }
+
+// BinDir holds the binaries `banger system run` starts: root's (0755), copied
+// there from the build so the owner can execute bangerd wherever banger was built.
+func (l Layout) BinDir() string { return filepath.Join(l.Root, "bin") }
 
 // SystemDir holds what only root writes at run time: the helper's logs and the
 // records of the processes `banger system run -d` started. Root's, 0755.

@@ -81,11 +81,12 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 		o.StartTimeout = 30 * time.Second
 	}
 	l := o.Layout
-	helperBin, err := trustfs.OpenBinary(o.HelperBin)
+	// Checked here, before anything is made, then again as the copy's source.
+	src, err := trustfs.OpenBinary(o.HelperBin)
 	if err != nil {
 		return fmt.Errorf("banger-helper runs as root, so its binary must be root's: %w", err)
 	}
-	defer helperBin.Close()
+	src.Close()
 	cfg, err := LoadConfig(l)
 	if err != nil {
 		return err
@@ -102,6 +103,16 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 	if err := l.Create(o.Owner.UID, o.Owner.GID); err != nil {
 		return err
 	}
+	// Run from root's ROOT/bin, where the owner can always execute bangerd.
+	helperPath, daemonPath, err := InstallRunBinaries(l, o.HelperBin, o.DaemonBin)
+	if err != nil {
+		return err
+	}
+	helperBin, err := trustfs.OpenBinary(helperPath)
+	if err != nil {
+		return fmt.Errorf("banger-helper runs as root, so its binary must be root's: %w", err)
+	}
+	defer helperBin.Close()
 	rfs, err := openRootFS(l)
 	if err != nil {
 		return err
@@ -151,7 +162,7 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 	fmt.Fprintf(o.Out, "banger-helper ready (pid %d, socket %s)\n", helper.cmd.Process.Pid, l.HelperSocket())
 
 	daemon, err := startProc(ctx, procSpec{
-		name: "bangerd", path: o.DaemonBin, argv0: o.DaemonBin, log: daemonLog, owner: &o.Owner,
+		name: "bangerd", path: daemonPath, argv0: daemonPath, log: daemonLog, owner: &o.Owner,
 		args: []string{"--root", l.Root},
 	})
 	if err != nil {
