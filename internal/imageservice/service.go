@@ -199,6 +199,7 @@ func (s *Service) Import(ctx context.Context, path, name string, onEvent progres
 // the same ID either way). source is the caller's path: the image records it, its
 // default name comes from it, and messages name it instead of the staged copy.
 func (s *Service) ImportLocal(ctx context.Context, path, source string, asDir bool, name string, onEvent progress.Func) (Result, error) {
+	onEvent = renamedEvents(onEvent, path, source)
 	if name == "" {
 		name = defaultName(source)
 	}
@@ -229,6 +230,7 @@ func (s *Service) ImportLocal(ctx context.Context, path, source string, asDir bo
 // (path) of a caller's archive or layout; source is the caller's path, recorded and
 // named in messages instead of the copy.
 func (s *Service) PullLocal(ctx context.Context, ref, path, source, name string, onEvent progress.Func) (Result, error) {
+	onEvent = renamedEvents(onEvent, path, source)
 	b, err := s.builder()
 	if err != nil {
 		return Result{}, err
@@ -244,6 +246,18 @@ func (s *Service) PullLocal(ctx context.Context, ref, path, source, name string,
 		return res, err
 	})
 	return res, local(err, path, source)
+}
+
+// renamedEvents shows the caller's path in progress messages instead of the
+// staged copy's.
+func renamedEvents(onEvent progress.Func, staged, source string) progress.Func {
+	if onEvent == nil {
+		return nil
+	}
+	return func(ev progress.Event) {
+		ev.Message = strings.ReplaceAll(ev.Message, staged, source)
+		onEvent(ev)
+	}
 }
 
 // local rewrites the staged copy's path in an error to the caller's, keeping what

@@ -15,8 +15,9 @@ import (
 )
 
 // RunBinaries are the programs `system run` starts or that bangerd finds beside
-// itself: the helper, the daemon, and what bangerd puts into guests.
-var RunBinaries = []string{"banger-helper", "bangerd", "banger-agent", "banger-init"}
+// itself: the helper, the daemon, what bangerd puts into guests, and the CLI that
+// banger's ssh_config runs as its ProxyCommand (as the owner).
+var RunBinaries = []string{"banger-helper", "bangerd", "banger-agent", "banger-init", "banger"}
 
 // InstallRunBinaries copies the helper (helperSrc), bangerd (daemonSrc) and the
 // agent and init found beside bangerd into ROOT/bin (root's, 0755), and returns
@@ -25,7 +26,7 @@ var RunBinaries = []string{"banger-helper", "bangerd", "banger-agent", "banger-i
 // ROOT/bin it can run bangerd, and bangerd finds the agent and init beside itself.
 // Each source must be a root-owned binary in directories only root can change
 // (trustfs): root copies it into a root-owned place and runs the helper from there.
-// A missing agent or init is skipped (bangerd then says what is missing); a
+// A missing agent, init or CLI is skipped (bangerd then says what is missing); a
 // missing helper or daemon is an error. Each file is written under a temporary
 // name and renamed into place, so a running bangerd's binary is never rewritten.
 func InstallRunBinaries(l layout.Layout, helperSrc, daemonSrc string) (helper, daemon string, err error) {
@@ -38,10 +39,11 @@ func InstallRunBinaries(l layout.Layout, helperSrc, daemonSrc string) (helper, d
 	srcs := map[string]string{
 		"banger-helper": helperSrc, "bangerd": daemonSrc,
 		"banger-agent": filepath.Join(beside, "banger-agent"), "banger-init": filepath.Join(beside, "banger-init"),
+		"banger": filepath.Join(beside, "banger"),
 	}
 	for _, name := range RunBinaries {
 		src := srcs[name]
-		if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) && (name == "banger-agent" || name == "banger-init") {
+		if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) && name != "banger-helper" && name != "bangerd" {
 			continue
 		}
 		bin, err := trustfs.OpenBinary(src)

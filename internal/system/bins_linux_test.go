@@ -39,7 +39,12 @@ func TestSystemRunFromPrivateCheckout(t *testing.T) {
 	if err != nil || !strings.Contains(out, "binaries") || !strings.Contains(out, filepath.Join(e.root, "bin")) {
 		t.Errorf("system status does not say the binaries run from ROOT/bin: %v\n%s", err, out)
 	}
-	for _, b := range []string{"banger-helper", "bangerd", "banger-agent"} {
+	// The CLI goes too: banger's ssh_config runs it (as the owner) as ProxyCommand,
+	// and bangerd writes that config only when it finds banger beside itself.
+	if _, err := os.Stat(filepath.Join(e.root, "state", "ssh", "ssh_config")); err != nil {
+		t.Errorf("no ssh_config written: %v", err)
+	}
+	for _, b := range []string{"banger-helper", "bangerd", "banger-agent", "banger"} {
 		fi, err := os.Stat(filepath.Join(e.root, "bin", b))
 		if err != nil {
 			t.Fatal(err)

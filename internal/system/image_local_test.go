@@ -76,6 +76,8 @@ func TestImageLocalInputsAsCaller(t *testing.T) {
 	}
 	if out, err := e.banger("image", "import", tarPath); err != nil {
 		t.Fatalf("import of a root-only tarball: %v\n%s", err, out)
+	} else if strings.Contains(out, ".upload-") || !strings.Contains(out, tarPath) {
+		t.Errorf("import progress names bangerd's staged copy, not %s:\n%s", tarPath, out)
 	}
 	tarImg := inspect("rootfs") // named after the caller's file, not bangerd's copy
 	if tarImg.Kind != "rootfs-tar" || tarImg.Source != tarPath {
