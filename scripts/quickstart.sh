@@ -47,10 +47,12 @@ setpriv --reuid "$owner" --regid "$(id -g "$owner")" --init-groups -- \
   env HOME="$home" "$banger" vm ssh demo -- 'echo "hello from $(hostname)"; uname -a'
 t_ssh=$(ms)
 
-# What to print for "banger": its full path (it is not on PATH), with --root when the
-# root is not the default, so every command below works as printed.
-b=$banger
-[ "$BANGER_ROOT" = /var/lib/banger ] || b="$banger --root $BANGER_ROOT"
+# What to print for "banger": its full path (it is not on PATH) in ROOT/bin, where
+# `system run` put it and every user can run it (unlike a checkout in root's home),
+# with --root when the root is not the default, so every command works as printed.
+b=$BANGER_ROOT/bin/banger
+[ -x "$b" ] || b=$banger
+[ "$BANGER_ROOT" = /var/lib/banger ] || b="$b --root $BANGER_ROOT"
 
 cat <<TIMINGS
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,9 +11,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"banger/internal/api"
+	"banger/internal/layout"
 	"banger/internal/linuxnet"
 	"banger/internal/privileged"
 	"banger/internal/system"
+	"banger/internal/termsafe"
 )
 
 func newSystemInstallCmd(env *Env) *cobra.Command {
@@ -83,6 +87,9 @@ func newSystemUninstallCmd(env *Env) *cobra.Command {
 			if md, err := privileged.ReadTrustedInstallMetadata(l.InstallMetadataPath()); err == nil {
 				scope.OwnerUID = md.OwnerUID
 			}
+			if err := settleVMs(cmd.Context(), env, l, purge); err != nil {
+				return err
+			}
 			return system.Uninstall(cmd.Context(), system.UninstallOptions{
 				Layout: l, UnitDir: unitDir, Network: n, Scope: scope, Purge: purge, Out: env.Out,
 			})
@@ -129,4 +136,48 @@ func newSystemRestartCmd(env *Env) *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "how long to wait for each process to stop before killing it")
 	return cmd
+}
+
+// settleVMs stops every running VM through bangerd (removes every VM, with --purge)
+// before uninstall takes their network away: a VMM left running would keep a tap
+// that is gone and, after --purge, a disk that is gone. With bangerd down there is
+// no one to ask; uninstall goes on and says so.
+func settleVMs(ctx context.Context, env *Env, l layout.Layout, purge bool) error {
+	cl := api.NewClient(l.DaemonSocket())
+	vms, err := cl.VMs(ctx)
+	if isDaemonDown(err) {
+		fmt.Fprintln(env.Err, "banger: bangerd is not running, so running VMs (if any) are not stopped: their VMMs keep running without network")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list VMs before uninstalling: %w", err)
+	}
+	var names []string
+	for _, v := range vms {
+		if purge || v.State == "running" {
+			names = append(names, v.Name)
+		}
+	}
+	verb, past := "stop", "stopped"
+	if purge {
+		verb, past = "remove", "removed"
+	}
+	b := newBatch(env.Err, names, "VMs", verb)
+	for _, n := range names {
+		var err error
+		if purge {
+			_, err = cl.RemoveVM(ctx, n, true)
+		} else {
+			_, err = cl.VMAction(ctx, n, "stop", nil)
+		}
+		if err != nil {
+			b.fail(n, err)
+			continue
+		}
+		fmt.Fprintf(env.Out, "%s %s\n", termsafe.String(n), past)
+	}
+	if err := b.err(); err != nil {
+		return fmt.Errorf("%w: nothing was uninstalled; fix or remove those VMs and run uninstall again", err)
+	}
+	return nil
 }
