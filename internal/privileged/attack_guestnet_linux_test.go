@@ -14,9 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -51,32 +49,7 @@ func startNetRoot(t *testing.T, ns, bin string, dial *peerDialer, bridge, cfg st
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(t.TempDir(), "helper.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns, bin, "--root", root,
-		"--owner-uid", strconv.Itoa(dial.uid), "--owner-gid", strconv.Itoa(dial.gid))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		logf.Close()
-		if t.Failed() {
-			out, _ := os.ReadFile(logPath)
-			t.Logf("helper log (%s):\n%s", root, out)
-		}
-	})
+	_, exited := runHelperInNS(t, ns, bin, root, dial.uid, dial.gid, logPath)
 	r := &netRoot{env: &attackEnv{sock: lay.HelperSocket()}, lay: lay, dial: dial, bridge: bridge, table: privileged.NFTTableName(root)}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -238,18 +238,8 @@ func newAttackEnv(t *testing.T) *attackEnv {
 	// Registered first so it runs last, after the helper has stopped: the binaries
 	// testutil.Binary built go with this test.
 	t.Cleanup(testutil.Cleanup)
-	e := &attackEnv{owner: testutil.User(t), other: testutil.User(t)}
-	e.ownerUID, e.ownerGID = ids(t, e.owner)
-	e.otherUID, e.otherGID = ids(t, e.other)
-	e.root = testutil.Root(t)
-	lay, err := layout.New(e.root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.lay = lay
-	if err := lay.Create(e.ownerUID, e.ownerGID); err != nil {
-		t.Fatal(err)
-	}
+	e := newAttackUsersAndRoot(t)
+	lay := e.lay
 	// config.toml is root's. The jailer is a root-owned binary that fails: a
 	// launch that got past every check would still build the jail (and do its
 	// damage) before the jailer runs, which is what the watched state catches.
@@ -438,18 +428,36 @@ func (e *attackEnv) nsRun(t testing.TB, args ...string) string {
 	return testutil.Run(t, "ip", append([]string{"netns", "exec", e.ns}, args...)...)
 }
 
-// startHelper runs the real banger-helper as root in the namespace for the owner and
-// waits until it answers the owner.
-func (e *attackEnv) startHelper(t *testing.T) {
+// newAttackUsersAndRoot creates the owner and a second user and a root prepared
+// for the owner, as `banger system run` would.
+func newAttackUsersAndRoot(t *testing.T) *attackEnv {
 	t.Helper()
-	bin := testutil.Binary(t, "banger-helper")
-	e.log = filepath.Join(t.TempDir(), "helper.log")
-	logf, err := os.Create(e.log)
+	e := &attackEnv{owner: testutil.User(t), other: testutil.User(t)}
+	e.ownerUID, e.ownerGID = ids(t, e.owner)
+	e.otherUID, e.otherGID = ids(t, e.other)
+	e.root = testutil.Root(t)
+	lay, err := layout.New(e.root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", e.ns, bin, "--root", e.root,
-		"--owner-uid", strconv.Itoa(e.ownerUID), "--owner-gid", strconv.Itoa(e.ownerGID))
+	e.lay = lay
+	if err := lay.Create(e.ownerUID, e.ownerGID); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// runHelperInNS starts the helper binary bin as root in ns for root and owner
+// uid:gid, its output in logPath; it is stopped (SIGTERM, then SIGKILL) when the test
+// ends, and its log shown if the test failed. exited closes when it ends.
+func runHelperInNS(t *testing.T, ns, bin, root string, uid, gid int, logPath string) (*exec.Cmd, <-chan struct{}) {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, bin, "--root", root,
+		"--owner-uid", strconv.Itoa(uid), "--owner-gid", strconv.Itoa(gid))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -466,10 +474,20 @@ func (e *attackEnv) startHelper(t *testing.T) {
 		}
 		logf.Close()
 		if t.Failed() {
-			out, _ := os.ReadFile(e.log)
-			t.Logf("helper log:\n%s", out)
+			out, _ := os.ReadFile(logPath)
+			t.Logf("helper log (%s):\n%s", root, out)
 		}
 	})
+	return cmd, exited
+}
+
+// startHelper runs the real banger-helper as root in the namespace for the owner and
+// waits until it answers the owner.
+func (e *attackEnv) startHelper(t *testing.T) {
+	t.Helper()
+	bin := testutil.Binary(t, "banger-helper")
+	e.log = filepath.Join(t.TempDir(), "helper.log")
+	cmd, exited := runHelperInNS(t, e.ns, bin, e.root, e.ownerUID, e.ownerGID, e.log)
 	e.sock = e.lay.HelperSocket()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

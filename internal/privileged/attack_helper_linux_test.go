@@ -27,7 +27,6 @@ import (
 	"testing"
 	"time"
 
-	"banger/internal/layout"
 	"banger/internal/privileged"
 	"banger/internal/testutil"
 )
@@ -38,18 +37,8 @@ func helperEnv(t *testing.T) *attackEnv {
 	t.Helper()
 	testutil.RequireRoot(t, "useradd", "ip")
 	t.Cleanup(testutil.Cleanup)
-	e := &attackEnv{owner: testutil.User(t), other: testutil.User(t)}
-	e.ownerUID, e.ownerGID = ids(t, e.owner)
-	e.otherUID, e.otherGID = ids(t, e.other)
-	e.root = testutil.Root(t)
-	lay, err := layout.New(e.root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.lay = lay
-	if err := lay.Create(e.ownerUID, e.ownerGID); err != nil {
-		t.Fatal(err)
-	}
+	e := newAttackUsersAndRoot(t)
+	lay := e.lay
 	e.sock = lay.HelperSocket()
 	e.makeVictims(t)
 	e.ns = testutil.NetNS(t)
