@@ -319,36 +319,19 @@ func imageLabel(v api.VM) string {
 	return shortID(v.Image)
 }
 
-// forEach runs fn on each named VM, reporting failures and continuing; verb is the
-// past tense printed for each success ("stopped").
-func forEach(env *Env, names []string, fn func(name string) (api.VM, error), verb string) error {
-	b := newBatch(env.Err, names, "VMs", presentOf(verb))
+// forEach runs fn on each named VM, reporting failures and continuing; action is
+// the verb ("stop"), printed in the past tense for each success.
+func forEach(env *Env, names []string, fn func(name string) (api.VM, error), action string) error {
+	b := newBatch(env.Err, names, "VMs", action)
 	for _, n := range names {
 		v, err := fn(n)
 		if err != nil {
 			b.fail(n, err)
 			continue
 		}
-		fmt.Fprintf(env.Out, "%s %s\n", v.Name, verb)
+		fmt.Fprintf(env.Out, "%s %s\n", v.Name, action)
 	}
 	return b.err()
-}
-
-// presentOf turns forEach's past tense back into the verb for its summary.
-func presentOf(past string) string {
-	switch past {
-	case "removed":
-		return "remove"
-	case "stopped":
-		return "stop"
-	case "killed":
-		return "kill"
-	case "started":
-		return "start"
-	case "restarted":
-		return "restart"
-	}
-	return strings.TrimSuffix(past, "ed")
 }
 
 func newVMActionCmd(env *Env, action, short string) *cobra.Command {
@@ -361,7 +344,7 @@ func newVMActionCmd(env *Env, action, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return forEach(env, args, func(n string) (api.VM, error) { return cl.VMAction(cmd.Context(), n, action, nil) }, pastTense(action))
+			return forEach(env, args, func(n string) (api.VM, error) { return cl.VMAction(cmd.Context(), n, action, nil) }, action)
 		},
 	}
 }
@@ -379,7 +362,7 @@ func newVMStopCmd(env *Env, action, short string) *cobra.Command {
 			}
 			return forEach(env, args, func(n string) (api.VM, error) {
 				return cl.VMAction(cmd.Context(), n, action, &api.VMStopRequest{Timeout: timeout})
-			}, pastTense(action))
+			}, action)
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long the guest may take to shut down before it is killed")
@@ -396,6 +379,8 @@ func pastTense(action string) string {
 		return "started"
 	case "restart":
 		return "restarted"
+	case "remove":
+		return "removed"
 	}
 	return action
 }
@@ -412,7 +397,7 @@ func newVMRmCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return forEach(env, args, func(n string) (api.VM, error) { return cl.RemoveVM(cmd.Context(), n, force) }, "removed")
+			return forEach(env, args, func(n string) (api.VM, error) { return cl.RemoveVM(cmd.Context(), n, force) }, "remove")
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill and remove running VMs")

@@ -70,7 +70,7 @@ func (d *Daemon) namedVM(ctx context.Context, v vmservice.VM) api.VM {
 // failure to read them only costs the names (the IDs are still there), so it is
 // logged, not returned.
 func (d *Daemon) nameImages(ctx context.Context, vms []api.VM) {
-	imgs, _, err := d.images.List(ctx)
+	imgs, err := d.store.ListImages(ctx) // the tags only: not the VM users images.List adds
 	if err != nil {
 		d.log.Warn("list image tags for VM listing", "err", err)
 		return
