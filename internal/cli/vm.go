@@ -329,7 +329,7 @@ func forEach(env *Env, names []string, fn func(name string) (api.VM, error), act
 			b.fail(n, err)
 			continue
 		}
-		fmt.Fprintf(env.Out, "%s %s\n", v.Name, action)
+		fmt.Fprintf(env.Out, "%s %s\n", v.Name, pastTense(action))
 	}
 	return b.err()
 }
